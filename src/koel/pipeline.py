@@ -1,0 +1,255 @@
+"""Text -> audio chunks: front end, voice rows, engine, pauses and word timestamps in one loop.
+
+Every consumer (files, stdout, HTTP) iterates :meth:`Pipeline.stream`; :meth:`Pipeline.synthesize`
+collects the same chunks (computed in padded batches) into one utterance.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from koel.backends.base import Engine, EngineRequest, EngineResult
+from koel.constants import BUNDLED_FALLBACK_VOICE, DEFAULT_VOICE, FRAME_SAMPLES, SAMPLE_RATE
+from koel.tokenizer import VOCAB, with_boundaries
+from koel.types import AudioChunk, PhonemeChunk, WordTimestamp
+from koel.voices import Voice, VoiceError, VoiceStore, voice_language
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """Per-call settings. Pauses are seconds of silence appended after a chunk."""
+
+    speed: float = 1.0
+    sentence_pause: float = 0.1
+    paragraph_pause: float = 0.45
+    clause_pause: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.25 <= self.speed <= 4.0:
+            raise ValueError(f"speed must be between 0.25 and 4.0, got {self.speed}")
+        for name in ("sentence_pause", "paragraph_pause", "clause_pause"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 10.0:
+                raise ValueError(f"{name} must be between 0 and 10 seconds, got {value}")
+
+
+@dataclass
+class Utterance:
+    """A whole synthesised text: audio, word timestamps and the chunks it was made of."""
+
+    audio: np.ndarray
+    words: list[WordTimestamp] = field(default_factory=list)
+    chunks: list[AudioChunk] = field(default_factory=list)
+    sample_rate: int = SAMPLE_RATE
+
+    @property
+    def duration(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+def word_timestamps(chunk: PhonemeChunk, durations: np.ndarray, offset: float) -> list[WordTimestamp]:
+    """Per-word start/end from per-token frames (boundary tokens included in ``durations``).
+
+    A word spans exactly the frames of its own phonemes; a phoneme character that the model does
+    not know (dropped by the tokenizer) takes no frames.
+    """
+    token_of_char = np.full(len(chunk.phonemes) + 1, -1, dtype=np.int64)
+    token = 1
+    for i, ch in enumerate(chunk.phonemes):
+        if ch in VOCAB:
+            token_of_char[i] = token
+            token += 1
+    frame_starts = np.concatenate([[0], np.cumsum(durations)])
+    sec = FRAME_SAMPLES / SAMPLE_RATE
+    words = []
+    for w in chunk.words:
+        tokens = [t for t in token_of_char[w.ph_start : w.ph_end] if t >= 0]
+        if tokens:
+            start, end = frame_starts[tokens[0]] * sec, frame_starts[tokens[-1] + 1] * sec
+        else:  # a word with no phonemes (e.g. a symbol the front end spoke as nothing)
+            prev = words[-1].end - offset if words else frame_starts[1] * sec
+            start = end = prev
+        words.append(WordTimestamp(w.text, offset + float(start), offset + float(end), w.char_start, w.char_end))
+    return words
+
+
+class Pipeline:
+    """Speak text with a Kokoro model. ``engine`` is any :class:`koel.backends.Engine`.
+
+    >>> pipe = Pipeline(voice="af_heart")           # doctest: +SKIP
+    >>> utt = pipe.synthesize("Hello there.")      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        engine: Engine | None = None,
+        *,
+        voice: str | Voice | None = None,
+        lang: str | None = None,
+        voices: VoiceStore | None = None,
+        frontend: object | None = None,
+        options: SynthesisOptions | None = None,
+        device: str | None = None,
+        batch_size: int = 4,
+    ) -> None:
+        if engine is None:
+            from koel.backends.torch_engine import TorchEngine, select_device
+            from koel.weights.loading import load_model
+
+            engine = TorchEngine(load_model(device=select_device(device)))
+        self.engine = engine
+        self.voices = voices or VoiceStore()
+        self.options = options or SynthesisOptions()
+        self.batch_size = batch_size
+        self.voice_note: str | None = None
+        self.voice = self._resolve_default(voice) if not isinstance(voice, Voice) else voice
+        self.lang = lang
+        self._frontends: dict[tuple[str, bool], object] = {}
+        if frontend is not None:
+            self._frontends[(getattr(frontend, "lang", lang or "a"), False)] = frontend
+            self._fixed_frontend = frontend
+        else:
+            self._fixed_frontend = None
+
+    # -- voices and languages -----------------------------------------------------------------------
+
+    def _resolve_default(self, voice: str | None) -> Voice:
+        if voice is not None:
+            return self.voices.get(voice)
+        try:
+            return self.voices.get(DEFAULT_VOICE)
+        except VoiceError:
+            fallback = self.voices.get(BUNDLED_FALLBACK_VOICE)
+            self.voice_note = (
+                f"koel: voice {DEFAULT_VOICE} not found offline; using the bundled voice {BUNDLED_FALLBACK_VOICE}. "
+                f"Get {DEFAULT_VOICE}.pt from {'hexgrad/Kokoro-82M'} (voices/) into KOEL_VOICES_DIR, or go online."
+            )
+            log.warning(self.voice_note)
+            return fallback
+
+    def get_voice(self, voice: str | Voice | None) -> Voice:
+        return self.voice if voice is None else self.voices.get(voice)
+
+    def language_for(self, voice: Voice, lang: str | None) -> str:
+        from koel.text import resolve_language
+
+        if lang:
+            return resolve_language(lang)
+        if self.lang:
+            return resolve_language(self.lang)
+        first = voice.name.split("+")[0].split(",")[0].split(":")[0]
+        return voice_language(first) or "a"
+
+    def frontend(self, lang: str):  # -> koel.text.FrontEnd
+        if self._fixed_frontend is not None:
+            return self._fixed_frontend
+        key = (lang, True)
+        if key not in self._frontends:
+            from koel.text import FrontEnd
+
+            self._frontends[key] = FrontEnd(lang)
+        return self._frontends[key]
+
+    # -- synthesis --------------------------------------------------------------------------------
+
+    def chunks(self, text: str, *, lang: str, raw_phonemes: bool = False) -> Iterator[PhonemeChunk]:
+        return self.frontend(lang).chunks(text, raw_phonemes=raw_phonemes)
+
+    def _request(self, chunk: PhonemeChunk, voice: Voice, speed: float) -> EngineRequest:
+        ids = with_boundaries(VOCAB[c] for c in chunk.phonemes if c in VOCAB)
+        style = voice.row(len(chunk.phonemes)).reshape(-1).numpy()
+        return EngineRequest(ids=tuple(ids), style=style, speed=speed)
+
+    def _pause(self, chunk: PhonemeChunk, last: bool, options: SynthesisOptions) -> float:
+        if last:
+            return 0.0
+        if chunk.paragraph_end:
+            return options.paragraph_pause
+        return options.sentence_pause if chunk.sentence_end else options.clause_pause
+
+    def _assemble(
+        self, chunk: PhonemeChunk, result: EngineResult, voice: Voice, offset: float, last: bool, options: SynthesisOptions
+    ) -> AudioChunk:
+        pause = int(round(self._pause(chunk, last, options) * SAMPLE_RATE))
+        audio = result.audio.astype(np.float32, copy=False)
+        if pause:
+            audio = np.concatenate([audio, np.zeros(pause, dtype=np.float32)])
+        return AudioChunk(
+            audio=audio,
+            text=chunk.text,
+            phonemes=chunk.phonemes,
+            durations=result.durations,
+            words=word_timestamps(chunk, result.durations, offset),
+            offset=offset,
+            index=chunk.index,
+            voice=voice.name,
+        )
+
+    def stream(
+        self,
+        text: str,
+        *,
+        voice: str | Voice | None = None,
+        lang: str | None = None,
+        speed: float | None = None,
+        raw_phonemes: bool = False,
+        options: SynthesisOptions | None = None,
+        skip_chunks: int = 0,
+        batch_size: int = 1,
+    ) -> Iterator[AudioChunk]:
+        """Yield one AudioChunk per front-end chunk as soon as it is synthesised.
+
+        ``skip_chunks`` resumes an interrupted job (those chunks are not synthesised; offsets of
+        later chunks are then relative to the resume point). ``batch_size`` > 1 synthesises that
+        many chunks per engine call (more throughput, later first audio).
+        """
+        options = options or self.options
+        if speed is not None:
+            options = replace(options, speed=speed)
+        v = self.get_voice(voice)
+        language = self.language_for(v, lang)
+        offset = 0.0
+        pending: list[PhonemeChunk] = []
+        source = self._lookahead(self.chunks(text, lang=language, raw_phonemes=raw_phonemes))
+        for chunk, last in source:
+            if chunk.index < skip_chunks:
+                continue
+            pending.append(chunk)
+            if len(pending) < batch_size and not last:
+                continue
+            results = self.engine.run([self._request(c, v, options.speed) for c in pending])
+            for i, (c, r) in enumerate(zip(pending, results)):
+                out = self._assemble(c, r, v, offset, last and i == len(pending) - 1, options)
+                offset += len(out.audio) / SAMPLE_RATE
+                yield out
+            pending = []
+
+    @staticmethod
+    def _lookahead(chunks: Iterable[PhonemeChunk]) -> Iterator[tuple[PhonemeChunk, bool]]:
+        it = iter(chunks)
+        try:
+            prev = next(it)
+        except StopIteration:
+            return
+        for chunk in it:
+            yield prev, False
+            prev = chunk
+        yield prev, True
+
+    def synthesize(self, text: str, **kwargs) -> Utterance:
+        """The whole utterance at once (chunks computed in padded batches of ``batch_size``)."""
+        kwargs.setdefault("batch_size", self.batch_size)
+        chunks = list(self.stream(text, **kwargs))
+        audio = np.concatenate([c.audio for c in chunks]) if chunks else np.zeros(0, dtype=np.float32)
+        return Utterance(audio=audio, words=[w for c in chunks for w in c.words], chunks=chunks)
+
+    def phonemize(self, text: str, lang: str = "a") -> str:
+        from koel.text import resolve_language
+
+        return self.frontend(resolve_language(lang)).phonemize(text)
