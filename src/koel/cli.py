@@ -69,11 +69,19 @@ def cmd_say(args: argparse.Namespace) -> int:
     pipe = _make_pipeline(args)
     if args.stream or args.output == "-":
         fmt = args.format or "pcm"
-        result = speak_to_file(pipe, text, sys.stdout.buffer, fmt=fmt, progress=False, raw_phonemes=args.phonemes)
+        result = speak_to_file(
+            pipe, text, sys.stdout.buffer, fmt=fmt, progress=False, raw_phonemes=args.phonemes
+        )
     else:
         output = Path(args.output or "koel.wav")
         result = speak_to_file(
-            pipe, text, output, fmt=args.format, resume=args.resume, progress=args.progress, raw_phonemes=args.phonemes
+            pipe,
+            text,
+            output,
+            fmt=args.format,
+            resume=args.resume,
+            progress=args.progress,
+            raw_phonemes=args.phonemes,
         )
         print(f"wrote {output} ({result.seconds:.2f} s of audio at {SAMPLE_RATE} Hz)", file=sys.stderr)
     from koel.subtitles import to_srt, to_vtt
@@ -93,7 +101,7 @@ def cmd_voices(args: argparse.Namespace) -> int:
     for name, where in sorted(store.available().items()):
         lang = voice_language(name)
         language = LANGUAGE_NAMES.get(lang or "", "unknown language")
-        print(f"{name:16s} {language:22s} {voice_gender(name) or '-':7s} {where}")
+        print(f"{name:16s} {language:22s} {voice_gender(name) or '-':7s} {', '.join(where)}")
     return 0
 
 
@@ -107,15 +115,23 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("-f", "--file", help="read the text from a .txt or .md file ('-' for stdin)")
     say.add_argument("-o", "--output", help="output file; the extension picks the format (default koel.wav)")
     say.add_argument("--format", help="wav, flac, mp3, opus, aac or pcm (overrides the extension)")
-    say.add_argument("--voice", help="voice name, file-less blend 'af_heart:0.7+am_michael:0.3' (default af_heart)")
-    say.add_argument("--lang", help="language code (a, b, e, f, h, i, j, p, z); default from the voice prefix")
+    say.add_argument(
+        "--voice", help="voice name, file-less blend 'af_heart:0.7+am_michael:0.3' (default af_heart)"
+    )
+    say.add_argument(
+        "--lang", help="language code (a, b, e, f, h, i, j, p, z); default from the voice prefix"
+    )
     say.add_argument("--speed", type=float, default=1.0, help="speaking rate (0.25-4, default 1)")
     say.add_argument("--srt", help="also write SRT subtitles here")
     say.add_argument("--vtt", help="also write WebVTT subtitles here")
     say.add_argument("--word-cues", action="store_true", help="one subtitle cue per word")
-    say.add_argument("--stream", action="store_true", help="write raw 16-bit 24 kHz PCM to stdout as it is made")
+    say.add_argument(
+        "--stream", action="store_true", help="write raw 16-bit 24 kHz PCM to stdout as it is made"
+    )
     say.add_argument("--phonemes", action="store_true", help="the input is already phonemes (raw mode)")
-    say.add_argument("--resume", action="store_true", help="make the job resumable (restart where a killed run stopped)")
+    say.add_argument(
+        "--resume", action="store_true", help="make the job resumable (restart where a killed run stopped)"
+    )
     say.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar")
     _common_model_args(say)
     say.set_defaults(func=cmd_say)
@@ -151,7 +167,9 @@ def _register_optional(sub, module: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
     from koel.audio import AudioFormatError
     from koel.model import ModelInputError
     from koel.text import TextInputError
@@ -160,7 +178,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (CLIError, VoiceError, TextInputError, AudioFormatError, WeightsError, ModelInputError, ValueError) as exc:
+    except (
+        CLIError,
+        VoiceError,
+        TextInputError,
+        AudioFormatError,
+        WeightsError,
+        ModelInputError,
+        ValueError,
+    ) as exc:
         print(f"koel: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

@@ -66,7 +66,11 @@ class ModelConfig:
             decoder_dim=48,
             asr_res_dim=8,
             plbert=PLBertConfig(
-                embedding_size=16, hidden_size=32, num_attention_heads=2, intermediate_size=64, num_hidden_layers=2
+                embedding_size=16,
+                hidden_size=32,
+                num_attention_heads=2,
+                intermediate_size=64,
+                num_hidden_layers=2,
             ),
             istftnet=ISTFTNetConfig(upsample_initial_channel=32),
         )
@@ -88,11 +92,16 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a dict (our own saved config, or the official ``config.json``; extra keys ignored)."""
         known = {f.name for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {k: v for k, v in data.items() if k in known and k not in ("plbert", "istftnet")}
+        kwargs: dict[str, Any] = {
+            k: v for k, v in data.items() if k in known and k not in ("plbert", "istftnet")
+        }
         if isinstance(data.get("plbert"), dict):
             pk = {f.name for f in dataclasses.fields(PLBertConfig)}
             kwargs["plbert"] = PLBertConfig(
-                **{"vocab_size": data.get("n_token", 178), **{k: v for k, v in data["plbert"].items() if k in pk}}
+                **{
+                    "vocab_size": data.get("n_token", 178),
+                    **{k: v for k, v in data["plbert"].items() if k in pk},
+                }
             )
         if isinstance(data.get("istftnet"), dict):
             ik = {f.name for f in dataclasses.fields(ISTFTNetConfig)}

@@ -85,7 +85,9 @@ def speak_to_file(
     return _resumable(pipe, text, Path(target), fmt, tick, result, keep_words, stream_kwargs)
 
 
-def _resumable(pipe, text, target: Path, fmt, tick, result: JobResult, keep_words: bool, stream_kwargs) -> JobResult:
+def _resumable(
+    pipe, text, target: Path, fmt, tick, result: JobResult, keep_words: bool, stream_kwargs
+) -> JobResult:
     from koel.audio import open_writer
 
     spool = target.with_name(target.name + ".koel-partial")
@@ -120,7 +122,9 @@ def _resumable(pipe, text, target: Path, fmt, tick, result: JobResult, keep_word
             words_bytes = words_file.tell()
             done = chunk.index + 1
             tmp = journal_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": key, "chunks_done": done, "samples": samples, "words_bytes": words_bytes}))
+            tmp.write_text(
+                json.dumps({"key": key, "chunks_done": done, "samples": samples, "words_bytes": words_bytes})
+            )
             os.replace(tmp, journal_path)
             result.chunks += 1
             tick(chunk)
@@ -128,8 +132,8 @@ def _resumable(pipe, text, target: Path, fmt, tick, result: JobResult, keep_word
         while block := pcm.read(SPOOL_BLOCK * 2):
             writer.write(np.frombuffer(block, dtype="<i2").astype(np.float32) / 32767)
     if keep_words:
-        with open(words_path, encoding="utf-8") as f:
-            result.words = [WordTimestamp(**json.loads(line)) for line in f if line.strip()]
+        with open(words_path, encoding="utf-8") as lines:
+            result.words = [WordTimestamp(**json.loads(line)) for line in lines if line.strip()]
     shutil.rmtree(spool)
     result.seconds = samples / SAMPLE_RATE
     return result

@@ -67,7 +67,7 @@ def word_timestamps(chunk: PhonemeChunk, durations: np.ndarray, offset: float) -
             token += 1
     frame_starts = np.concatenate([[0], np.cumsum(durations)])
     sec = FRAME_SAMPLES / SAMPLE_RATE
-    words = []
+    words: list[WordTimestamp] = []
     for w in chunk.words:
         tokens = [t for t in token_of_char[w.ph_start : w.ph_end] if t >= 0]
         if tokens:
@@ -75,7 +75,9 @@ def word_timestamps(chunk: PhonemeChunk, durations: np.ndarray, offset: float) -
         else:  # a word with no phonemes (e.g. a symbol the front end spoke as nothing)
             prev = words[-1].end - offset if words else frame_starts[1] * sec
             start = end = prev
-        words.append(WordTimestamp(w.text, offset + float(start), offset + float(end), w.char_start, w.char_end))
+        words.append(
+            WordTimestamp(w.text, offset + float(start), offset + float(end), w.char_start, w.char_end)
+        )
     return words
 
 
@@ -174,9 +176,15 @@ class Pipeline:
         return options.sentence_pause if chunk.sentence_end else options.clause_pause
 
     def _assemble(
-        self, chunk: PhonemeChunk, result: EngineResult, voice: Voice, offset: float, last: bool, options: SynthesisOptions
+        self,
+        chunk: PhonemeChunk,
+        result: EngineResult,
+        voice: Voice,
+        offset: float,
+        last: bool,
+        options: SynthesisOptions,
     ) -> AudioChunk:
-        pause = int(round(self._pause(chunk, last, options) * SAMPLE_RATE))
+        pause = round(self._pause(chunk, last, options) * SAMPLE_RATE)
         audio = result.audio.astype(np.float32, copy=False)
         if pause:
             audio = np.concatenate([audio, np.zeros(pause, dtype=np.float32)])
@@ -224,7 +232,7 @@ class Pipeline:
             if len(pending) < batch_size and not last:
                 continue
             results = self.engine.run([self._request(c, v, options.speed) for c in pending])
-            for i, (c, r) in enumerate(zip(pending, results)):
+            for i, (c, r) in enumerate(zip(pending, results, strict=False)):
                 out = self._assemble(c, r, v, offset, last and i == len(pending) - 1, options)
                 offset += len(out.audio) / SAMPLE_RATE
                 yield out

@@ -24,12 +24,54 @@ from koel.paths import cache_dir, voices_dir
 log = logging.getLogger(__name__)
 
 OFFICIAL_VOICES: tuple[str, ...] = (
-    *"af_alloy af_aoede af_bella af_heart af_jessica af_kore af_nicole af_nova af_river af_sarah af_sky".split(),
-    *"am_adam am_echo am_eric am_fenrir am_liam am_michael am_onyx am_puck am_santa".split(),
-    *"bf_alice bf_emma bf_isabella bf_lily bm_daniel bm_fable bm_george bm_lewis".split(),
-    *"ef_dora em_alex em_santa ff_siwis hf_alpha hf_beta hm_omega hm_psi if_sara im_nicola".split(),
-    *"jf_alpha jf_gongitsune jf_nezumi jf_tebukuro jm_kumo pf_dora pm_alex pm_santa".split(),
-    *"zf_xiaobei zf_xiaoni zf_xiaoxiao zf_xiaoyi zm_yunjian zm_yunxi zm_yunxia zm_yunyang".split(),
+    *[
+        "af_alloy",
+        "af_aoede",
+        "af_bella",
+        "af_heart",
+        "af_jessica",
+        "af_kore",
+        "af_nicole",
+        "af_nova",
+        "af_river",
+        "af_sarah",
+        "af_sky",
+    ],
+    *[
+        "am_adam",
+        "am_echo",
+        "am_eric",
+        "am_fenrir",
+        "am_liam",
+        "am_michael",
+        "am_onyx",
+        "am_puck",
+        "am_santa",
+    ],
+    *["bf_alice", "bf_emma", "bf_isabella", "bf_lily", "bm_daniel", "bm_fable", "bm_george", "bm_lewis"],
+    *[
+        "ef_dora",
+        "em_alex",
+        "em_santa",
+        "ff_siwis",
+        "hf_alpha",
+        "hf_beta",
+        "hm_omega",
+        "hm_psi",
+        "if_sara",
+        "im_nicola",
+    ],
+    *["jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo", "pf_dora", "pm_alex", "pm_santa"],
+    *[
+        "zf_xiaobei",
+        "zf_xiaoni",
+        "zf_xiaoxiao",
+        "zf_xiaoyi",
+        "zm_yunjian",
+        "zm_yunxi",
+        "zm_yunxia",
+        "zm_yunyang",
+    ],
 )
 LANGUAGE_NAMES = {
     "a": "American English",
@@ -70,7 +112,11 @@ class Voice:
 
 
 def voice_language(name: str) -> str | None:
-    return name[0] if len(name) > 2 and name[1] in "fm" and name[2] == "_" and name[0] in LANGUAGE_NAMES else None
+    return (
+        name[0]
+        if len(name) > 2 and name[1] in "fm" and name[2] == "_" and name[0] in LANGUAGE_NAMES
+        else None
+    )
 
 
 def voice_gender(name: str) -> str | None:
@@ -188,9 +234,9 @@ class VoiceStore:
         return voice
 
     def _find_uncached(self, name: str) -> Voice:
-        for path in self._local_candidates(name):
-            if path.is_file():
-                return load_voice_file(path)
+        for candidate in self._local_candidates(name):
+            if candidate.is_file():
+                return load_voice_file(candidate)
         archive = _bundled_archive()
         if archive is not None and name in bundled_voice_names():
             voice = load_voice_file(archive, key=name)
@@ -215,19 +261,19 @@ class VoiceStore:
             log.info("could not download voice %s: %s", name, exc)
             return None
 
-    def available(self) -> dict[str, str]:
-        """Voice name -> where it can be loaded from, without loading packs."""
-        found: dict[str, str] = {}
+    def available(self) -> dict[str, list[str]]:
+        """Voice name -> every place it can be loaded from (first one wins), without loading packs."""
+        found: dict[str, list[str]] = {}
         for folder in (self.directory, self.cache_directory):
             if folder is not None and folder.is_dir():
                 for path in sorted(folder.iterdir()):
                     if path.suffix in _SUFFIXES and _NAME.match(path.stem):
-                        found.setdefault(path.stem, str(folder))
+                        found.setdefault(path.stem, []).append(str(folder))
         for name in bundled_voice_names():
-            found.setdefault(name, "bundled")
+            found.setdefault(name, []).append("bundled")
         if self.allow_download:
             for name in OFFICIAL_VOICES:
-                found.setdefault(name, f"hub ({HF_REPO_ID})")
+                found.setdefault(name, []).append(f"hub ({HF_REPO_ID})")
         return found
 
     def get(self, spec: str | Voice) -> Voice:

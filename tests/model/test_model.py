@@ -63,7 +63,9 @@ def test_batch_equals_one_at_a_time(tiny_model):
         assert batch.item_durations(i).tolist() == single.item_durations(0).tolist()
         a, b = batch.item_audio(i), single.item_audio(0)
         err = (a - b).abs().max().item()
-        assert err < 1e-3 * b.abs().max().item(), f"utterance {i}: max error {err} vs peak {b.abs().max().item()}"
+        assert err < 1e-3 * b.abs().max().item(), (
+            f"utterance {i}: max error {err} vs peak {b.abs().max().item()}"
+        )
 
 
 def test_alignment_from_durations():

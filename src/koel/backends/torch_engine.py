@@ -35,7 +35,7 @@ class TorchEngine:
         order = sorted(range(len(requests)), key=lambda i: len(requests[i].ids))
         for start in range(0, len(order), self.max_batch):
             group = order[start : start + self.max_batch]
-            for i, result in zip(group, self._run_batch([requests[i] for i in group])):
+            for i, result in zip(group, self._run_batch([requests[i] for i in group]), strict=False):
                 results[i] = result
         return [r for r in results if r is not None]
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from koel.config import ISTFTNetConfig
 from koel.constants import SAMPLE_RATE
-from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask, wn_conv1d, wn_conv_transpose1d
+from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask, raw_weight, wn_conv1d, wn_conv_transpose1d
 from koel.model.stft import ConvSTFT
 
 
@@ -43,10 +43,12 @@ class AdaINResBlock1(nn.Module):
         self.alpha1 = nn.ParameterList([nn.Parameter(torch.ones(1, channels, 1)) for _ in dilations])
         self.alpha2 = nn.ParameterList([nn.Parameter(torch.ones(1, channels, 1)) for _ in dilations])
         for conv in [*self.convs1, *self.convs2]:
-            nn.init.normal_(conv.parametrizations.weight.original1, 0.0, 0.01)
+            nn.init.normal_(raw_weight(conv), 0.0, 0.01)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        for c1, c2, n1, n2, a1, a2 in zip(self.convs1, self.convs2, self.adain1, self.adain2, self.alpha1, self.alpha2):
+        for c1, c2, n1, n2, a1, a2 in zip(
+            self.convs1, self.convs2, self.adain1, self.adain2, self.alpha1, self.alpha2, strict=False
+        ):
             t = c1(apply_mask(snake(n1(x, s, mask), a1), mask))
             t = c2(apply_mask(snake(n2(t, s, mask), a2), mask))
             x = x + t
@@ -54,6 +56,7 @@ class AdaINResBlock1(nn.Module):
 
 
 class SourceModuleHnNSF(nn.Module):
+    harmonics: torch.Tensor
     """Harmonic source: 9 sinusoids at multiples of F0, merged by a linear layer and tanh.
 
     The official PyTorch model adds random initial phases and noise; the official ONNX export (and
@@ -114,20 +117,26 @@ class Generator(nn.Module):
         self.noise_res = nn.ModuleList()
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
-        for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes)):
+        for i, (u, k) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernel_sizes, strict=False)):
             c_in = cfg.upsample_initial_channel // 2**i
             c_out = c_in // 2
             self.ups.append(wn_conv_transpose1d(c_in, c_out, k, u, padding=(k - u) // 2))
             if i + 1 < self.num_upsamples:
                 stride_f0 = math.prod(cfg.upsample_rates[i + 1 :])
                 self.noise_convs.append(
-                    nn.Conv1d(self.n_fft + 2, c_out, kernel_size=2 * stride_f0, stride=stride_f0, padding=(stride_f0 + 1) // 2)
+                    nn.Conv1d(
+                        self.n_fft + 2,
+                        c_out,
+                        kernel_size=2 * stride_f0,
+                        stride=stride_f0,
+                        padding=(stride_f0 + 1) // 2,
+                    )
                 )
                 self.noise_res.append(AdaINResBlock1(c_out, 7, (1, 3, 5), style_dim))
             else:
                 self.noise_convs.append(nn.Conv1d(self.n_fft + 2, c_out, kernel_size=1))
                 self.noise_res.append(AdaINResBlock1(c_out, 11, (1, 3, 5), style_dim))
-            for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes):
+            for rk, rd in zip(cfg.resblock_kernel_sizes, cfg.resblock_dilation_sizes, strict=False):
                 self.resblocks.append(AdaINResBlock1(c_out, rk, tuple(rd), style_dim))
         self.conv_post = wn_conv1d(c_out, self.n_fft + 2, 7, 1, padding=3)
         self.stft = ConvSTFT(self.n_fft, self.hop)
@@ -178,7 +187,7 @@ class Generator(nn.Module):
         return self.conv_post(x)
 
     def ups_rates(self) -> list[int]:
-        return [int(up.stride[0]) for up in self.ups]
+        return [int(up.stride[0]) for up in self.ups]  # type: ignore[index]
 
     def spectrogram_to_audio(self, spec: torch.Tensor) -> torch.Tensor:
         """Generator output [B, n_fft + 2, N] -> audio [B, hop * (N - 1)]: exp magnitude, sin phase."""

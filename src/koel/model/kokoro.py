@@ -78,7 +78,7 @@ class KokoroModel(nn.Module):
         """ids [B, T] -> (d [B, T, D + S] prosody features, duration logits [B, T, max_dur])."""
         token_mask = None
         if lengths is not None:
-            token_mask = (torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None])
+            token_mask = torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None]
             token_mask = token_mask.unsqueeze(-1).float()
         bert_out = self.bert(input_ids, lengths)
         d_en = self.bert_encoder(bert_out).transpose(1, 2)
@@ -112,7 +112,7 @@ class KokoroModel(nn.Module):
         f0, energy = self.predictor.f0_energy(en, s_p, frame_lengths)
         token_mask = None
         if lengths is not None:
-            token_mask = (torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None])
+            token_mask = torch.arange(input_ids.shape[1], device=input_ids.device)[None] < lengths[:, None]
             token_mask = token_mask.unsqueeze(1).float()
         t_en = self.text_encoder(input_ids, lengths, token_mask)
         asr = t_en @ alignment
@@ -125,7 +125,9 @@ class KokoroModel(nn.Module):
 
     # -- inference ------------------------------------------------------------------------------
 
-    def check_inputs(self, input_ids: torch.Tensor, ref_s: torch.Tensor, lengths: torch.Tensor | None) -> None:
+    def check_inputs(
+        self, input_ids: torch.Tensor, ref_s: torch.Tensor, lengths: torch.Tensor | None
+    ) -> None:
         if input_ids.ndim != 2 or input_ids.shape[1] < 3:
             raise ModelInputError(
                 f"input_ids must be [batch, tokens] with at least one phoneme between the boundary tokens, "
@@ -138,7 +140,9 @@ class KokoroModel(nn.Module):
                 f"(at most {limit - 2} phonemes per call); split the text into chunks"
             )
         if int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.n_token:
-            raise ModelInputError(f"token ids must lie in [0, {self.config.n_token}), got {input_ids.min()}..{input_ids.max()}")
+            raise ModelInputError(
+                f"token ids must lie in [0, {self.config.n_token}), got {input_ids.min()}..{input_ids.max()}"
+            )
         want = 2 * self.config.style_dim
         if ref_s.ndim != 2 or ref_s.shape != (input_ids.shape[0], want):
             raise ModelInputError(
@@ -194,7 +198,9 @@ class KokoroModel(nn.Module):
                 n_spec = n * self.config.samples_per_frame // gen.hop + 1
                 item = gen.spectrogram_to_audio(spec[b : b + 1, :, :n_spec])
                 audio[b, : item.shape[-1]] = item[0]
-        token_lengths = lengths if lengths is not None else torch.full((batch,), input_ids.shape[1], device=self.device)
+        token_lengths = (
+            lengths if lengths is not None else torch.full((batch,), input_ids.shape[1], device=self.device)
+        )
         return ModelOutput(
             audio=audio,
             audio_lengths=frames * self.config.samples_per_frame,

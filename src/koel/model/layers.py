@@ -6,22 +6,64 @@ valid steps and 0 on padding; ``None`` means every step is valid (the fast batch
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+_BUILD = {"weight_norm": True}
+_INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "xavier_uniform_",
+    "kaiming_uniform_",
+    "zeros_",
+    "ones_",
+    "orthogonal_",
+)
+
+
+@contextlib.contextmanager
+def inference_build() -> Iterator[None]:
+    """Build modules for loading trained weights: plain convs (weight norm folded) and no random init.
+
+    Random initialisation of 82M parameters costs seconds and is overwritten by the weights anyway.
+    """
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    _BUILD["weight_norm"] = False
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        _BUILD["weight_norm"] = True
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
 
 def wn_conv1d(*args: object, **kwargs: object) -> nn.Conv1d:
     """A weight-normalised Conv1d, as in StyleTTS2 (g over output channels)."""
-    return weight_norm(nn.Conv1d(*args, **kwargs))  # type: ignore[arg-type]
+    conv = nn.Conv1d(*args, **kwargs)  # type: ignore[arg-type]
+    return weight_norm(conv) if _BUILD["weight_norm"] else conv
 
 
 def wn_conv_transpose1d(*args: object, **kwargs: object) -> nn.ConvTranspose1d:
     """A weight-normalised ConvTranspose1d (dim 0 of its weight is the input channel)."""
-    return weight_norm(nn.ConvTranspose1d(*args, **kwargs))  # type: ignore[arg-type]
+    conv = nn.ConvTranspose1d(*args, **kwargs)  # type: ignore[arg-type]
+    return weight_norm(conv) if _BUILD["weight_norm"] else conv
+
+
+def raw_weight(conv: nn.Module) -> torch.Tensor:
+    """The trainable direction tensor of a (possibly weight-normalised) conv."""
+    weight = getattr(conv, "weight", None)
+    if hasattr(conv, "parametrizations"):
+        weight = conv.parametrizations["weight"].original1  # type: ignore[union-attr,index]
+    assert isinstance(weight, torch.Tensor)
+    return weight
 
 
 def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -108,7 +150,9 @@ class AdainResBlk1d(nn.Module):
     branch and nearest-neighbour repetition in the shortcut.
     """
 
-    def __init__(self, dim_in: int, dim_out: int, style_dim: int, upsample: bool = False, dropout: float = 0.0):
+    def __init__(
+        self, dim_in: int, dim_out: int, style_dim: int, upsample: bool = False, dropout: float = 0.0
+    ):
         super().__init__()
         self.upsample = upsample
         self.learned_sc = dim_in != dim_out
@@ -142,7 +186,11 @@ class AdainResBlk1d(nn.Module):
         return self.conv2(self.dropout(x))
 
     def forward(
-        self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None, out_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        s: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        out_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, C_in, L] -> [B, C_out, L or 2L]; ``out_mask`` is the mask at the output rate."""
         if out_mask is None and mask is not None:

@@ -87,7 +87,8 @@ class AlbertTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor | None) -> torch.Tensor:
         x = self.embedding_hidden_mapping_in(x)
-        layer = self.albert_layer_groups[0].albert_layers[0]
+        group: AlbertLayerGroup = self.albert_layer_groups[0]  # type: ignore[assignment]
+        layer = group.albert_layers[0]
         for _ in range(self.num_passes):
             x = layer(x, attn_bias)
         return x

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from koel.model.layers import AdaLayerNorm, AdainResBlk1d, LinearNorm, apply_mask, masked_lstm
+from koel.model.layers import AdainResBlk1d, AdaLayerNorm, LinearNorm, apply_mask, masked_lstm
 
 
 class DurationEncoder(nn.Module):
@@ -19,11 +19,15 @@ class DurationEncoder(nn.Module):
         super().__init__()
         self.lstms = nn.ModuleList()
         for _ in range(n_layers):
-            self.lstms.append(nn.LSTM(d_model + style_dim, d_model // 2, batch_first=True, bidirectional=True))
+            self.lstms.append(
+                nn.LSTM(d_model + style_dim, d_model // 2, batch_first=True, bidirectional=True)
+            )
             self.lstms.append(AdaLayerNorm(style_dim, d_model))
         self.dropout = dropout
 
-    def forward(self, d_en: torch.Tensor, s: torch.Tensor, lengths: torch.Tensor | None, mask: torch.Tensor | None):
+    def forward(
+        self, d_en: torch.Tensor, s: torch.Tensor, lengths: torch.Tensor | None, mask: torch.Tensor | None
+    ):
         """d_en [B, D, T], s [B, S] -> [B, T, D + S]. ``mask`` is [B, T, 1] (1 = valid) or None."""
         style = s[:, None, :].expand(-1, d_en.shape[-1], -1)
         x = torch.cat([d_en.transpose(1, 2), style], dim=-1)
@@ -33,6 +37,7 @@ class DurationEncoder(nn.Module):
                 x = torch.cat([block(x, s), style], dim=-1)
                 x = apply_mask(x, mask)
             else:
+                assert isinstance(block, nn.LSTM)
                 x = masked_lstm(block, x, lengths)
                 x = F.dropout(x, p=self.dropout, training=self.training)
         return x

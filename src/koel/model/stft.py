@@ -17,6 +17,10 @@ from torch import nn
 
 
 class ConvSTFT(nn.Module):
+    forward_basis: torch.Tensor
+    inverse_basis: torch.Tensor
+    window_sq: torch.Tensor
+
     def __init__(self, n_fft: int, hop: int) -> None:
         super().__init__()
         self.n_fft = n_fft

@@ -20,6 +20,7 @@ import torch
 from koel.config import ModelConfig
 from koel.constants import CHECKPOINT_FORMAT_VERSION, HF_CHECKPOINT, HF_REPO_ID, OFFICIAL_ONNX_SHA256
 from koel.model import KokoroModel
+from koel.model.layers import inference_build
 from koel.paths import cache_dir as default_cache_dir
 from koel.tokenizer import VOCAB
 from koel.weights.errors import WeightsError
@@ -97,7 +98,11 @@ def embedded_state_dict(cache: Path | None = None) -> dict[str, torch.Tensor]:
         if os.path.exists(tmp):
             os.unlink(tmp)
     _atomic_write_json(target.with_suffix(".json"), meta)
-    log.info("converted the embedded int8 export to float weights in %.1f s (%s)", time.perf_counter() - start, target)
+    log.info(
+        "converted the embedded int8 export to float weights in %.1f s (%s)",
+        time.perf_counter() - start,
+        target,
+    )
     return state
 
 
@@ -158,7 +163,11 @@ def read_checkpoint(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         raise WeightsError(f"{path} is not a koel checkpoint (needs model.safetensors and config.json)")
     meta = json.loads(cfg_file.read_text())
     version = meta.get("format_version")
-    if meta.get("format") != "koel-checkpoint" or not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+    if (
+        meta.get("format") != "koel-checkpoint"
+        or not isinstance(version, int)
+        or version > CHECKPOINT_FORMAT_VERSION
+    ):
         raise WeightsError(f"{cfg_file}: unsupported checkpoint format {meta.get('format')!r} v{version}")
     if meta.get("vocab", VOCAB) != VOCAB:
         raise WeightsError(f"{cfg_file}: the checkpoint's phoneme vocabulary differs from koel's")
@@ -196,9 +205,11 @@ def load_model(
             state = official_state_dict(path)
         else:
             config, state = read_checkpoint(path)
-    model = KokoroModel(config)
-    if not for_training:
-        model.fold_weight_norm()
+    if for_training:
+        model = KokoroModel(config)
+    else:
+        with inference_build():
+            model = KokoroModel(config)
     load_into(model, state)
     model.train(for_training)
     if device is not None:

@@ -40,11 +40,19 @@ def to_model_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[st
             continue
         m = re.match(r"^(.*)\.(weight|weight_g|weight_v|parametrizations\.weight\.original[01])$", key)
         base = m.group(1) if m else None
-        g_key, v_key = f"{base}.parametrizations.weight.original0", f"{base}.parametrizations.weight.original1"
+        g_key, v_key = (
+            f"{base}.parametrizations.weight.original0",
+            f"{base}.parametrizations.weight.original1",
+        )
         plain_key = f"{base}.weight"
         if m and m.group(2) == "weight" and v_key in target:
-            out[v_key] = value
-            out[g_key] = _norm_except_dim0(value)
+            # Split a folded weight into g = |w| and v = w. Rows that are exactly zero (the int8
+            # export rounds some whole output channels to the zero point) get g = 0 and a unit v,
+            # so g * v / |v| stays 0 instead of 0 / 0.
+            g = _norm_except_dim0(value)
+            dead = (g == 0).expand_as(value)
+            out[v_key] = torch.where(dead, torch.ones_like(value), value)
+            out[g_key] = g
         elif m and m.group(2) in ("weight_g", "parametrizations.weight.original0") and g_key in target:
             out[g_key] = value
         elif m and m.group(2) in ("weight_v", "parametrizations.weight.original1") and v_key in target:
@@ -52,10 +60,10 @@ def to_model_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[st
         elif m and m.group(2) in ("weight_g", "parametrizations.weight.original0") and plain_key in target:
             continue  # folded below, once both halves are known
         elif m and m.group(2) in ("weight_v", "parametrizations.weight.original1") and plain_key in target:
-            g = state.get(f"{base}.weight_g", state.get(g_key))
-            if g is None:
+            magnitude = state.get(f"{base}.weight_g", state.get(g_key))
+            if magnitude is None:
                 raise WeightsError(f"weight-norm pair of {base!r} is missing its magnitude (weight_g)")
-            out[plain_key] = g * value / _norm_except_dim0(value)
+            out[plain_key] = magnitude * value / _norm_except_dim0(value).clamp(min=1e-12)
         elif IGNORED_KEYS.search(key):
             continue
         else:
@@ -68,13 +76,15 @@ def to_model_layout(state: dict[str, torch.Tensor], model: nn.Module) -> dict[st
         )
     for key, value in out.items():
         if tuple(value.shape) != tuple(target[key].shape):
-            raise WeightsError(f"shape mismatch for {key}: file {tuple(value.shape)}, model {tuple(target[key].shape)}")
+            raise WeightsError(
+                f"shape mismatch for {key}: file {tuple(value.shape)}, model {tuple(target[key].shape)}"
+            )
     return out
 
 
 def load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Strictly load ``state`` (any supported layout) into ``model``."""
-    model.load_state_dict(to_model_layout(state, model), strict=True)
+    model.load_state_dict(to_model_layout(state, model), strict=True, assign=True)
 
 
 def flatten_official(checkpoint: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,159 @@
+"""The pipeline: streaming equals one-shot, timestamps, pauses, formats, resumable long jobs."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from koel.audio import decode
+from koel.backends.fake import FakeEngine
+from koel.constants import SAMPLE_RATE
+from koel.longform import speak_to_file
+from koel.pipeline import Pipeline, SynthesisOptions
+
+TEXT = (
+    "The quick brown fox jumps over the lazy dog. It was 9:30am on March 3rd!\n\n"
+    "A new paragraph starts here, with a comma, and ends with a question?"
+)
+
+
+@pytest.fixture()
+def fake_pipe():
+    return Pipeline(FakeEngine(), voice="jf_alpha", lang="a")
+
+
+def test_stream_equals_one_shot_with_the_real_model(real_engine):
+    pipe = Pipeline(real_engine, voice="jf_alpha", lang="a")
+    streamed = list(pipe.stream(TEXT))
+    whole = pipe.synthesize(TEXT, batch_size=4)  # padded batches through the model
+    assert len(streamed) >= 3
+    joined = np.concatenate([c.audio for c in streamed])
+    assert joined.shape == whole.audio.shape
+    err = np.abs(joined - whole.audio).max()
+    assert err < 1e-3 * np.abs(whole.audio).max(), f"max error {err}"
+    assert [w.word for w in whole.words] == [w.word for c in streamed for w in c.words]
+
+
+def test_chunks_carry_everything(fake_pipe):
+    chunks = list(fake_pipe.stream(TEXT))
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    offset = 0.0
+    for c in chunks:
+        assert c.audio.dtype == np.float32
+        assert c.phonemes and c.text
+        assert len(c.durations) == len([p for p in c.phonemes]) + 2 or len(c.durations) > 2
+        assert c.offset == pytest.approx(offset)
+        offset += len(c.audio) / SAMPLE_RATE
+
+
+def test_word_timestamps_are_ordered_and_inside_the_audio(fake_pipe):
+    utt = fake_pipe.synthesize(TEXT)
+    spoken = [w for w in utt.words if any(ch.isalnum() for ch in w.word)]
+    assert len(spoken) >= 20
+    for a, b in itertools.pairwise(spoken):
+        assert a.start <= a.end <= b.start + 1e-9
+    assert spoken[-1].end <= utt.duration
+    for w in spoken:
+        assert TEXT[w.char_start : w.char_end] == w.word
+
+
+def test_paragraph_pause_is_longer_than_sentence_pause():
+    options = SynthesisOptions(sentence_pause=0.1, paragraph_pause=0.7)
+    pipe = Pipeline(FakeEngine(), voice="jf_alpha", lang="a", options=options)
+    chunks = list(pipe.stream("One sentence here. Two sentences here.\n\nThree."))
+    assert len(chunks) >= 2
+
+    def trailing_silence(audio: np.ndarray) -> float:
+        return (len(audio) - len(np.trim_zeros(audio, "b"))) / SAMPLE_RATE
+
+    paragraph_end = [c for c in chunks if "Two" in c.text]
+    assert paragraph_end and trailing_silence(paragraph_end[0].audio) >= 0.69
+    assert trailing_silence(chunks[-1].audio) < 0.01  # nothing after the last chunk
+    sentence_end = [c for c in chunks if "One" in c.text and "Two" not in c.text]
+    if sentence_end:  # the front end may keep both sentences in one chunk
+        assert 0.09 <= trailing_silence(sentence_end[0].audio) < 0.3
+
+
+def test_speed_and_bad_options(fake_pipe):
+    slow = fake_pipe.synthesize("Hello there friend.", speed=0.5).duration
+    fast = fake_pipe.synthesize("Hello there friend.", speed=2.0).duration
+    assert fast < slow
+    with pytest.raises(ValueError, match="speed"):
+        SynthesisOptions(speed=0)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac", "mp3", "opus", "pcm"])
+def test_every_format_decodes_back(tmp_path, real_engine, fmt):
+    pipe = Pipeline(real_engine, voice="jf_alpha", lang="a")
+    target = tmp_path / f"out.{fmt}"
+    result = speak_to_file(pipe, "Formats are easy. Two short sentences.", target, progress=False)
+    audio, rate = decode(target)
+    assert rate == SAMPLE_RATE
+    assert abs(len(audio) / rate - result.seconds) < 0.05, (fmt, len(audio) / rate, result.seconds)
+
+
+def test_interrupted_job_resumes_without_redoing_chunks(tmp_path):
+    text = "\n\n".join(f"Paragraph number {i} is here." for i in range(12))
+    reference = tmp_path / "reference.wav"
+    speak_to_file(Pipeline(FakeEngine(), voice="jf_alpha", lang="a"), text, reference, progress=False)
+
+    target = tmp_path / "book.wav"
+    crashing = FakeEngine(fail_after=5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        speak_to_file(
+            Pipeline(crashing, voice="jf_alpha", lang="a"), text, target, resume=True, progress=False
+        )
+    assert (tmp_path / "book.wav.koel-partial" / "job.json").exists()
+
+    second = FakeEngine()
+    result = speak_to_file(
+        Pipeline(second, voice="jf_alpha", lang="a"), text, target, resume=True, progress=False
+    )
+    assert result.resumed_from == 5
+    assert second.utterances == result.chunks
+    assert not (tmp_path / "book.wav.koel-partial").exists()
+    a, _ = decode(target)
+    b, _ = decode(reference)
+    assert a.shape == b.shape and np.abs(a - b).max() < 2e-4
+    starts = [w.start for w in result.words]
+    assert starts == sorted(starts) and len(result.words) >= 12 * 4
+
+
+def test_changed_text_does_not_reuse_a_stale_journal(tmp_path):
+    target = tmp_path / "a.wav"
+    with pytest.raises(RuntimeError):
+        speak_to_file(
+            Pipeline(FakeEngine(fail_after=2), voice="jf_alpha", lang="a"),
+            "One.\n\nTwo.\n\nThree.\n\nFour.",
+            target,
+            resume=True,
+            progress=False,
+        )
+    result = speak_to_file(
+        Pipeline(FakeEngine(), voice="jf_alpha", lang="a"),
+        "Other text. Entirely.",
+        target,
+        resume=True,
+        progress=False,
+    )
+    assert result.resumed_from == 0
+
+
+def test_unknown_voice_is_a_clear_error():
+    from koel.voices import VoiceError
+
+    with pytest.raises(VoiceError, match="nonexistent_voice"):
+        Pipeline(FakeEngine(), voice="nonexistent_voice")
+    with pytest.raises(VoiceError, match="invalid voice name"):
+        Pipeline(FakeEngine(), voice="../../etc/passwd")
+
+
+def test_default_voice_falls_back_to_the_bundled_one(tmp_path, monkeypatch):
+    from koel.voices import VoiceStore
+
+    monkeypatch.setenv("KOEL_CACHE_DIR", str(tmp_path))
+    pipe = Pipeline(FakeEngine(), voices=VoiceStore(tmp_path / "empty", allow_download=False))
+    assert pipe.voice.name == "jf_alpha"
+    assert pipe.voice_note and "af_heart" in pipe.voice_note
