@@ -112,3 +112,11 @@ def test_every_language_chunks_cleanly(frontend) -> None:
         chunks = list(frontend(lang).chunks(text))
         assert len(chunks) > 1, lang
         check_chunks(text, chunks)
+
+
+def test_paragraph_ending_in_silence_still_ends_the_chunk(frontend) -> None:
+    text = "First paragraph 😀\n\nSecond paragraph."
+    chunks = list(frontend("a").chunks(text))
+    assert [c.paragraph_end for c in chunks] == [True, True]
+    assert chunks[0].words[-1].text == "😀" and chunks[0].words[-1].phonemes == ""
+    check_chunks(text, chunks)

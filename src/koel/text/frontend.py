@@ -98,6 +98,8 @@ class FrontEnd:
         """Chunks of at most ``max_phonemes`` phonemes, produced lazily sentence by sentence.
 
         With ``raw_phonemes`` the text is already phonemes (symbols outside the vocabulary are dropped).
+        A chunk never has empty phonemes: words that make no sound (emoji, unknown scripts) ride in a
+        neighbouring chunk with empty phonemes, and a text with nothing speakable yields no chunk.
         Raises TextInputError for a non-string text or a bad ``max_phonemes``.
         """
         if not isinstance(text, str):

@@ -264,9 +264,13 @@ class Chunker:
         silent: list[Item] = []
         for item in items:
             if not item.phonemes:
-                (silent if closed is not None else buf.items).append(item)
-                if closed is None:
-                    buf.space = buf.space or item.space_after
+                if closed is not None:
+                    silent.append(item)
+                    continue
+                buf.items.append(item)
+                buf.space = buf.space or item.space_after
+                if item.paragraph_end and buf.has_sound():
+                    closed, buf = buf.items, _Buffer()
                 continue
             if closed is not None:
                 yield self._build(closed, True)
