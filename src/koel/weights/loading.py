@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import tempfile
 import time
 from pathlib import Path
@@ -110,7 +111,7 @@ def official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read the official ``kokoro-v1_0.pth`` (safe unpickling) into flat dotted keys."""
     try:
         checkpoint = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise WeightsError(f"cannot read official checkpoint {path}: {exc}") from exc
     if not isinstance(checkpoint, dict) or not {"bert", "predictor", "decoder"} <= set(checkpoint):
         raise WeightsError(f"{path} is not a Kokoro checkpoint (expected keys bert, predictor, decoder, ...)")
