@@ -142,6 +142,26 @@ def _edits(ref: list[str], hyp: list[str]) -> int:
     return prev[-1]
 
 
+def multi_reference_wer(refs: Sequence[Sequence[str]], hyps: Sequence[str], normalizer: Any = None) -> float:
+    """Corpus WER where each utterance may be said in several correct ways (one list of references
+    per utterance): each hypothesis is scored against the reference it matches best, as in
+    multi-reference ASR scoring. Total edits / total words of the chosen references."""
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} reference sets but {len(hyps)} hypotheses")
+    norm = normalizer or english_normalizer()
+    edits = words = 0
+    for options, h in zip(refs, hyps, strict=True):
+        hw = re.sub(r"\s+", " ", norm(h)).split()
+        scored = []
+        for r in options:
+            rw = re.sub(r"\s+", " ", norm(r)).split()
+            scored.append((_edits(rw, hw) / max(len(rw), 1), _edits(rw, hw), len(rw)))
+        _, e, n = min(scored)
+        edits += e
+        words += n
+    return edits / max(words, 1)
+
+
 def normalized_wer(refs: Sequence[str], hyps: Sequence[str], normalizer: Any = None) -> float:
     """Corpus WER (total edits / total reference words) after Whisper's English normalisation."""
     if len(refs) != len(hyps):
