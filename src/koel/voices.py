@@ -254,9 +254,9 @@ class VoiceStore:
 
     def _download(self, name: str) -> Path | None:
         try:
-            from huggingface_hub import hf_hub_download
+            from koel.hub import hub_download
 
-            return Path(hf_hub_download(repo_id=HF_REPO_ID, filename=f"voices/{name}.pt"))
+            return hub_download(HF_REPO_ID, f"voices/{name}.pt")
         except Exception as exc:  # offline, HTTP or auth errors: report as "not found" with the reason
             log.info("could not download voice %s: %s", name, exc)
             return None

@@ -120,10 +120,10 @@ def official_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def download_official(repo_id: str = HF_REPO_ID) -> Path:
     """Fetch ``kokoro-v1_0.pth`` from the Hugging Face hub (needs network)."""
-    from huggingface_hub import hf_hub_download
+    from koel.hub import hub_download
 
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=HF_CHECKPOINT))
+        return hub_download(repo_id, HF_CHECKPOINT)
     except Exception as exc:  # the hub raises many types (offline, HTTP, auth)
         raise WeightsError(f"could not download {HF_CHECKPOINT} from {repo_id}: {exc}") from exc
 
