@@ -53,11 +53,34 @@ class Utterance:
         return len(self.audio) / self.sample_rate
 
 
-def word_timestamps(chunk: PhonemeChunk, durations: np.ndarray, offset: float) -> list[WordTimestamp]:
+#: Kokoro's audio runs ahead of its duration alignment: the sound of a token starts about three
+#: frames (75 ms) before the frames the duration predictor gives it. hexgrad's own pipeline shifts
+#: its timestamps by the same three frames; bench/timestamps.py measures the effect against Whisper.
+LEAD_FRAMES = 3
+#: A word's edge frames quieter than this (dB below the chunk's loudest frame) are silence: the
+#: model gives a word's last phoneme the pause that follows it (a final "k" held for 300 ms).
+SILENCE_DB = -35.0
+
+
+def _frame_levels(audio: np.ndarray) -> np.ndarray:
+    """Level of each FRAME_SAMPLES frame in dB relative to the loudest frame."""
+    n = len(audio) // FRAME_SAMPLES
+    if n == 0:
+        return np.zeros(0)
+    frames = audio[: n * FRAME_SAMPLES].astype(np.float64).reshape(n, FRAME_SAMPLES)
+    rms = np.sqrt(np.mean(frames**2, axis=1)) + 1e-9
+    return 20 * np.log10(rms / rms.max())
+
+
+def word_timestamps(
+    chunk: PhonemeChunk, durations: np.ndarray, offset: float, audio: np.ndarray | None = None
+) -> list[WordTimestamp]:
     """Per-word start/end from per-token frames (boundary tokens included in ``durations``).
 
-    A word spans exactly the frames of its own phonemes; a phoneme character that the model does
-    not know (dropped by the tokenizer) takes no frames.
+    A word spans the frames of its own phonemes, moved :data:`LEAD_FRAMES` earlier. With the
+    chunk's ``audio``, silent frames at a word's edges (quieter than :data:`SILENCE_DB`) are
+    trimmed, so a word before a pause ends where its sound ends. A phoneme character that the
+    model does not know (dropped by the tokenizer) takes no frames.
     """
     token_of_char = np.full(len(chunk.phonemes) + 1, -1, dtype=np.int64)
     token = 1
@@ -65,13 +88,23 @@ def word_timestamps(chunk: PhonemeChunk, durations: np.ndarray, offset: float) -
         if ch in VOCAB:
             token_of_char[i] = token
             token += 1
-    frame_starts = np.concatenate([[0], np.cumsum(durations)])
+    frame_starts = np.concatenate([[0], np.cumsum(durations)]).astype(np.int64)
+    total = int(frame_starts[-1])
+    levels = _frame_levels(audio) if audio is not None else None
     sec = FRAME_SAMPLES / SAMPLE_RATE
     words: list[WordTimestamp] = []
     for w in chunk.words:
         tokens = [t for t in token_of_char[w.ph_start : w.ph_end] if t >= 0]
         if tokens:
-            start, end = frame_starts[tokens[0]] * sec, frame_starts[tokens[-1] + 1] * sec
+            a = max(0, int(frame_starts[tokens[0]]) - LEAD_FRAMES)
+            b = min(total, max(a + 1, int(frame_starts[tokens[-1] + 1]) - LEAD_FRAMES))
+            if levels is not None and len(levels):
+                last = len(levels) - 1
+                while b - 1 > a and levels[min(b - 1, last)] < SILENCE_DB:
+                    b -= 1
+                while a + 1 < b and levels[min(a, last)] < SILENCE_DB:
+                    a += 1
+            start, end = a * sec, b * sec
         else:  # a word with no phonemes (e.g. a symbol the front end spoke as nothing)
             prev = words[-1].end - offset if words else frame_starts[1] * sec
             start = end = prev
@@ -193,7 +226,7 @@ class Pipeline:
             text=chunk.text,
             phonemes=chunk.phonemes,
             durations=result.durations,
-            words=word_timestamps(chunk, result.durations, offset),
+            words=word_timestamps(chunk, result.durations, offset, audio),
             offset=offset,
             index=chunk.index,
             voice=voice.name,

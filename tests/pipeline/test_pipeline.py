@@ -69,6 +69,34 @@ def test_word_timestamps_are_ordered_and_inside_the_audio(fake_pipe):
         assert TEXT[w.char_start : w.char_end] == w.word
 
 
+def test_word_edges_follow_the_sound_not_only_the_durations():
+    """Spans move LEAD_FRAMES earlier and silent edge frames (a word's held last phoneme) are cut."""
+    from koel.constants import FRAME_SAMPLES
+    from koel.pipeline import LEAD_FRAMES, word_timestamps
+    from koel.types import PhonemeChunk, Word
+
+    chunk = PhonemeChunk(
+        text="ab cd",
+        phonemes="ab cd",
+        words=(Word("ab", "ab", 0, 2, 0, 2), Word("cd", "cd", 3, 5, 3, 5)),
+    )
+    # tokens: BOS, a, b, space, c, d, EOS; "d" is held for 12 frames but only its first 2 sound
+    durations = np.array([6, 4, 4, 2, 4, 12, 1])
+    frames = np.zeros(int(durations.sum()))
+    frames[6 - LEAD_FRAMES : 6 - LEAD_FRAMES + 8] = 1.0  # "ab" sounds three frames early
+    frames[16 - LEAD_FRAMES : 16 - LEAD_FRAMES + 6] = 1.0  # "c" and the first two frames of "d"
+    audio = np.repeat(frames, FRAME_SAMPLES) * np.sin(np.arange(len(frames) * FRAME_SAMPLES))
+    sec = FRAME_SAMPLES / SAMPLE_RATE
+    plain = word_timestamps(chunk, durations, offset=1.0)
+    assert plain[0].start == pytest.approx(1.0 + (6 - LEAD_FRAMES) * sec)
+    assert plain[1].end == pytest.approx(1.0 + (32 - LEAD_FRAMES) * sec)
+    trimmed = word_timestamps(chunk, durations, offset=1.0, audio=audio)
+    assert trimmed[0].start == pytest.approx(plain[0].start)
+    assert trimmed[0].end == pytest.approx(plain[0].end)
+    assert trimmed[1].start == pytest.approx(plain[1].start)
+    assert trimmed[1].end == pytest.approx(1.0 + (22 - LEAD_FRAMES) * sec)
+
+
 def test_paragraph_pause_is_longer_than_sentence_pause():
     options = SynthesisOptions(sentence_pause=0.1, paragraph_pause=0.7)
     pipe = Pipeline(FakeEngine(), voice="jf_alpha", lang="a", options=options)
