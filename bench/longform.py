@@ -49,10 +49,12 @@ from koel.pipeline import Pipeline
 mode, words, engine_name, target = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 sys.path.insert(0, sys.argv[5])
 from longform import make_text
-engine = None
 if engine_name == "fake":
     from koel.backends.fake import FakeEngine
     engine = FakeEngine()
+else:
+    from koel.backends.auto import default_engine
+    engine = default_engine(None if engine_name == "auto" else engine_name)
 pipe = Pipeline(engine, voice="af_heart")
 text = make_text(words) if words else "A single short sentence for the baseline."
 if mode == "ttfa":
@@ -99,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", choices=["ttfa", "memory"])
     parser.add_argument("--words", type=int, default=None)
-    parser.add_argument("--engine", default="torch", choices=["torch", "fake"])
+    parser.add_argument("--engine", default="auto", choices=["auto", "fast", "torch", "onnx", "fake"])
     args = parser.parse_args()
     if args.what == "ttfa":
         words = args.words or 1000

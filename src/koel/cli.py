@@ -41,20 +41,10 @@ def _make_pipeline(args: argparse.Namespace):
 
     options = SynthesisOptions(speed=args.speed)
     store = VoiceStore(args.voices_dir) if args.voices_dir else None
-    engine = None
-    if args.model:
-        from koel.backends.torch_engine import TorchEngine, select_device
-        from koel.weights.loading import load_model
+    from koel.backends.auto import default_engine
 
-        engine = TorchEngine(load_model(args.model, device=select_device(args.device)))
-    elif args.device:
-        from koel.backends.torch_engine import TorchEngine, select_device
-        from koel.weights.loading import load_model
-
-        engine = TorchEngine(load_model(device=select_device(args.device)))
+    engine = default_engine(args.engine, args.device, source=args.model)
     pipe = Pipeline(engine, voice=args.voice, lang=args.lang, voices=store, options=options)
-    if pipe.voice_note:
-        print(pipe.voice_note, file=sys.stderr)
     return pipe
 
 
@@ -152,6 +142,17 @@ def _common_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--voices-dir", help="folder of voice packs (default KOEL_VOICES_DIR)")
     p.add_argument("--model", help="weights: a koel checkpoint, kokoro-v1_0.pth, or 'hf' (default: embedded)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: best available)")
+    add_engine_arg(p)
+
+
+def add_engine_arg(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--engine``: which inference engine runs the model (default: the fastest available here)."""
+    p.add_argument(
+        "--engine",
+        choices=["auto", "fast", "onnx", "torch"],
+        help="fast: accelerated PyTorch; onnx: ONNX Runtime on koel's export; torch: reference PyTorch "
+        "(default: $KOEL_ENGINE, else the fastest here)",
+    )
 
 
 def _register_optional(sub, module: str) -> None:

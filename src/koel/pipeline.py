@@ -134,10 +134,9 @@ class Pipeline:
         batch_size: int = 4,
     ) -> None:
         if engine is None:
-            from koel.backends.torch_engine import TorchEngine, select_device
-            from koel.weights.loading import load_model
+            from koel.backends.auto import default_engine
 
-            engine = TorchEngine(load_model(device=select_device(device)))
+            engine = default_engine(device=device)
         self.engine = engine
         self.voices = voices or VoiceStore()
         self.options = options or SynthesisOptions()
@@ -162,7 +161,7 @@ class Pipeline:
         except VoiceError:
             fallback = self.voices.get(BUNDLED_FALLBACK_VOICE)
             self.voice_note = (
-                f"koel: voice {DEFAULT_VOICE} not found offline; using the bundled voice {BUNDLED_FALLBACK_VOICE}. "
+                f"voice {DEFAULT_VOICE} not found offline; using the bundled voice {BUNDLED_FALLBACK_VOICE}. "
                 f"Get {DEFAULT_VOICE}.pt from {'hexgrad/Kokoro-82M'} (voices/) into KOEL_VOICES_DIR, or go online."
             )
             log.warning(self.voice_note)

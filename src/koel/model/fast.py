@@ -1,0 +1,618 @@
+"""Inference fast path: fused AdaIN + Snake, block-DFT convolutions and reduced-precision convolutions.
+
+The iSTFTNet generator does about 90% of Kokoro's arithmetic (most of it in 7- and 11-tap resblock
+convolutions), and a third of its eager time went to the element-wise chain around each of them.
+:func:`accelerate` swaps the decoder, generator and F0/energy blocks of a loaded model, in place, for
+subclasses that keep every parameter (same ``state_dict``) and compute the same function faster:
+
+* ``adain_snake``: instance norm + style affine + Snake in about seven memory passes instead of twelve;
+* :class:`BlockDFTConv1d`: long kernels as overlap-save products in the frequency domain (3-5x fewer
+  multiply-adds), written as plain GEMMs;
+* optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
+  them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
+
+With ``precision="fp32"`` the outputs equal the reference modules to float rounding; ``"bf16"`` adds
+about 0.3% relative error per convolution (tests/export/test_fast.py, quality in bench/speed.py).
+
+Shapes: B batch, C channels, L time steps; ``mask`` is [B, 1, L] (1 = valid) or None.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from koel.model.generator import AdaINResBlock1, Generator
+from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
+
+if TYPE_CHECKING:
+    from koel.model.generator import Decoder
+    from koel.model.kokoro import KokoroModel
+
+log = logging.getLogger(__name__)
+
+Precision = Literal["auto", "fp32", "bf16"]
+
+_EPS = 1e-5  # instance-norm epsilon of AdaIN1d
+
+
+def exporting() -> bool:
+    """True while torch traces the model (ONNX export): use only traceable, shape-generic code."""
+    return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
+
+
+def _sin_(t: torch.Tensor) -> torch.Tensor:
+    """In-place sine. NumPy's AVX-512 float32 sine is about 2x faster than torch's on CPU."""
+    if (
+        t.device.type == "cpu"
+        and t.dtype == torch.float32
+        and t.is_contiguous()
+        and not (t.requires_grad or exporting())
+    ):
+        a = t.numpy()
+        np.sin(a, out=a)
+        return t
+    return t.sin_()
+
+
+def adain_snake(
+    x: torch.Tensor,
+    norm: AdaIN1d,
+    s: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Snake(AdaIN(x)) = y + sin^2(alpha y) / alpha with y = (1 + g) IN(x) + b, then masked.
+
+    The same function as ``apply_mask(snake(norm(x, s, mask), alpha), mask)``. Without a mask the
+    statistics are two reductions (mean and mean square), the affine and Snake run in place, and
+    the result is written in ``out_dtype`` (the input dtype of the next convolution).
+    """
+    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
+    x = x.float()  # mixed-dtype element-wise ops are slow in eager mode: convert once
+    if mask is None and not exporting():
+        mean = x.mean(dim=-1, keepdim=True)
+        mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+        var = mean_sq - mean.square()
+        # One pass is exact enough while the mean is at most ~30 standard deviations; past that the
+        # subtraction loses digits (on either formula's affine), so centre first as the reference does.
+        if x.device.type == "cpu" and not bool((var < 1e-3 * mean_sq).any()):
+            scale = (1 + gamma) * torch.rsqrt(var + _EPS)
+            y = torch.mul(x, scale).add_(beta - mean * scale)
+        else:
+            y = x - mean
+            y.mul_((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)).add_(beta)
+    elif mask is None:  # traced for ONNX: no data-dependent branch, no in-place ops
+        y = x - x.mean(dim=-1, keepdim=True)
+        y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
+    else:
+        count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
+        mean = (x * mask).sum(dim=-1, keepdim=True) / count  # cascade sum: a GEMV loses digits here
+        y = (x - mean).mul_(mask)
+        var = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_() / count
+        y.mul_((1 + gamma) * torch.rsqrt(var + _EPS)).add_(beta)
+    t = _sin_(torch.mul(y, alpha))
+    y.addcmul_(t.mul_(t), alpha.reciprocal())
+    if mask is not None:
+        y.mul_(mask)
+    return y.to(out_dtype)
+
+
+class FastConv1d(nn.Module):
+    """A plain Conv1d (or ConvTranspose1d) run with weights cast to ``dtype``; output in ``dtype``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(self, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.transposed = isinstance(conv, nn.ConvTranspose1d)
+        self.stride, self.padding = int(conv.stride[0]), int(conv.padding[0])  # type: ignore[arg-type]
+        self.dilation, self.groups = int(conv.dilation[0]), conv.groups
+        self.output_padding = int(conv.output_padding[0]) if self.transposed else 0
+        self.register_buffer("weight", conv.weight.detach().to(dtype).clone(), persistent=False)
+        bias = None if conv.bias is None else conv.bias.detach().to(dtype).clone()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.weight.dtype)
+        if self.transposed:
+            return F.conv_transpose1d(
+                x,
+                self.weight,
+                self.bias,
+                self.stride,
+                self.padding,
+                self.output_padding,
+                self.groups,
+                self.dilation,
+            )
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class BlockDFTConv1d(nn.Module):
+    """Overlap-save convolution: DFT -> per-frequency channel mixing -> inverse DFT, all as GEMMs.
+
+    A k-tap conv costs k * C_in * C_out multiply-adds per output step. Cut into blocks of ``block``
+    steps it becomes one complex C_out x C_in product per frequency bin, about
+    4 * (block / 2 + 1) / (block - span + 1) * C_in * C_out per step (2.4 for k = 11 instead of 11),
+    plus two small DFT products. The DFTs are matrix products rather than FFT calls so that every
+    stage is one large GEMM in ``dtype`` with no layout shuffles. Exact up to ``dtype`` rounding.
+    """
+
+    mixing: torch.Tensor  # [bins, 2 C_out, 2 C_in]
+    analysis: torch.Tensor  # [2 bins, block]
+    synthesis: torch.Tensor  # [2 bins, step]
+    dc_bias: torch.Tensor | None  # [C_out, 1], bias * block
+
+    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, block: int) -> None:
+        super().__init__()
+        c_out, c_in, k = conv.weight.shape
+        d = int(conv.dilation[0])
+        span = d * (k - 1) + 1
+        if conv.stride[0] != 1 or conv.groups != 1 or conv.padding[0] != (span - 1) // 2 or span % 2 == 0:
+            raise ValueError(f"BlockDFTConv1d needs a stride-1 'same' convolution, got {conv}")
+        if block <= span:
+            raise ValueError(f"block ({block}) must be longer than the kernel span ({span})")
+        self.c_out, self.span, self.block, self.step = c_out, span, block, block - span + 1
+        bins = block // 2 + 1
+        w = torch.zeros(c_out, c_in, span, dtype=torch.float64)
+        w[..., ::d] = conv.weight.detach().double().cpu()
+        # torch's conv is a correlation: Y_f = conj(W_f) X_f per bin; [[A, -B], [B, A]] maps (Re, Im) -> (Re, Im).
+        spec = torch.fft.rfft(w, n=block).conj().permute(2, 0, 1)  # [bins, C_out, C_in]
+        a, b = spec.real, spec.imag
+        mixing = torch.cat(
+            [torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1
+        )  # [bins, 2C_out, 2C_in]
+        t = torch.arange(block, dtype=torch.float64)
+        f = torch.arange(bins, dtype=torch.float64)
+        angle = 2 * torch.pi * f[:, None] * t[None, :] / block  # [bins, block]
+        analysis = torch.stack([torch.cos(angle), -torch.sin(angle)], dim=1).reshape(2 * bins, block)
+        weight = torch.full((bins,), 2.0 / block, dtype=torch.float64)
+        weight[0] = weight[-1] = 1.0 / block  # DC and Nyquist appear once in a one-sided spectrum
+        angle = angle[:, : self.step]
+        synthesis = torch.stack(
+            [weight[:, None] * torch.cos(angle), -weight[:, None] * torch.sin(angle)], dim=1
+        )
+        device = conv.weight.device
+        self.register_buffer("mixing", mixing.to(device, dtype).contiguous(), persistent=False)
+        self.register_buffer("analysis", analysis.to(device, dtype).contiguous(), persistent=False)
+        self.register_buffer(
+            "synthesis", synthesis.reshape(2 * bins, self.step).to(device, dtype), persistent=False
+        )
+        bias = None if conv.bias is None else (conv.bias.detach() * block).to(dtype)[:, None]  # added at DC
+        self.register_buffer("dc_bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C_in, L] -> [B, C_out, L] in ``dtype``."""
+        if exporting():
+            return self._traceable(x)
+        batch, _, length = x.shape
+        n_blocks = -(-length // self.step)
+        left = (self.span - 1) // 2
+        padded = F.pad(x.to(self.mixing.dtype), (left, n_blocks * self.step + self.span - 1 - length - left))
+        # rows ordered (channel, item, block), so each bin of the spectrum is a [2 C_in, B n] matrix
+        blocks = padded.unfold(-1, self.block, self.step).transpose(0, 1).reshape(-1, self.block)
+        spectrum = (self.analysis @ blocks.t()).view(self.mixing.shape[0], -1, batch * n_blocks)
+        mixed = torch.bmm(self.mixing, spectrum)  # [bins, (Re, Im) x C_out, B n]
+        if self.dc_bias is not None:
+            mixed[0, : self.c_out].add_(self.dc_bias)
+        out = mixed.view(-1, self.c_out * batch * n_blocks).t() @ self.synthesis  # [C_out B n, step]
+        return out.view(self.c_out, batch, n_blocks * self.step)[..., :length].transpose(0, 1)
+
+    def _traceable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same computation for ONNX tracing (batch 1): block count from tensor ops, gathered blocks."""
+        length = torch._shape_as_tensor(x)[2]
+        n_blocks = torch.div(length + self.step - 1, self.step, rounding_mode="floor")
+        left = (self.span - 1) // 2
+        padded = F.pad(x, (left, self.span - 1 - left + self.step - 1))  # enough for any length
+        starts = torch.arange(n_blocks)[:, None] * self.step  # type: ignore[call-overload]
+        index = starts + torch.arange(self.block)[None, :]
+        blocks = padded[0][:, index].reshape(-1, self.block)  # [C_in n, block]
+        bins2, two_c_in = self.mixing.shape[0] * 2, self.mixing.shape[2]
+        spectrum = (self.analysis @ blocks.t()).reshape(bins2 // 2, two_c_in, -1)
+        mixed = torch.bmm(self.mixing, spectrum).reshape(bins2, -1)  # [(bin, Re/Im), C_out n]
+        out = (mixed.t() @ self.synthesis).reshape(1, self.c_out, -1)[..., : x.shape[2]]
+        return out if self.dc_bias is None else out + self.dc_bias / self.block
+
+
+def plan_conv(conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_bytes: int = 10 << 20) -> nn.Module:
+    """The faster of a direct and a block-DFT convolution for this shape (measured on x86, fp32/bf16).
+
+    Block DFT wins for kernels of 7 taps and more, except 7-tap kernels dilated to 31 steps. The block
+    is the power of two at or above 2.5x the span; spectra over ``max_spectrum_bytes`` (wide layers
+    with long spans) stay direct to bound memory.
+    """
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    span = d * (k - 1) + 1
+    if k >= 7 and not (k < 11 and span >= 31):
+        block = 1 << max(4, math.ceil(math.log2(2.5 * span)))
+        c_out, c_in, _ = conv.weight.shape
+        size = (block // 2 + 1) * 4 * c_out * c_in * torch.empty(0, dtype=dtype).element_size()
+        if size <= max_spectrum_bytes:
+            return BlockDFTConv1d(conv, dtype, block)
+    return FastConv1d(conv, dtype)
+
+
+def _require_plain(*convs: nn.Module) -> None:
+    if any(parametrize.is_parametrized(c) for c in convs):
+        raise ValueError("fold weight norm first (KokoroModel.fold_weight_norm) before using the fast path")
+
+
+class FastAdaINResBlock1(AdaINResBlock1):
+    """AdaINResBlock1 with the fused activation and planned convolutions (same parameters)."""
+
+    def __init__(self, block: AdaINResBlock1, dtype: torch.dtype, block_dft: bool = True) -> None:
+        nn.Module.__init__(self)
+        self.convs1, self.convs2 = block.convs1, block.convs2
+        self.adain1, self.adain2 = block.adain1, block.adain2
+        self.alpha1, self.alpha2 = block.alpha1, block.alpha2
+        _require_plain(*self.convs1, *self.convs2)
+        budget = 10 << 20 if block_dft else 0
+        self.fast1 = nn.ModuleList([plan_conv(cast(nn.Conv1d, c), dtype, budget) for c in self.convs1])
+        self.fast2 = nn.ModuleList([plan_conv(cast(nn.Conv1d, c), dtype, budget) for c in self.convs2])
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x.float()
+        for conv1, conv2, norm1, norm2, alpha1, alpha2 in zip(
+            self.fast1, self.fast2, self.adain1, self.adain2, self.alpha1, self.alpha2, strict=True
+        ):
+            t = conv1(adain_snake(x, norm1, s, alpha1, mask, self.dtype))
+            t = conv2(adain_snake(t, norm2, s, alpha2, mask, self.dtype))
+            x = x + t.float()  # fp32 residual stream
+        return x
+
+
+class FastAdainResBlk1d(AdainResBlk1d):
+    """AdainResBlk1d (decoder, F0 and energy blocks) with its convolutions in ``dtype``."""
+
+    def __init__(self, block: AdainResBlk1d, dtype: torch.dtype) -> None:
+        nn.Module.__init__(self)
+        self.upsample, self.learned_sc, self.dropout = block.upsample, block.learned_sc, block.dropout
+        self.conv1, self.conv2, self.norm1, self.norm2 = block.conv1, block.conv2, block.norm1, block.norm2
+        _require_plain(self.conv1, self.conv2)
+        self.fast1, self.fast2 = FastConv1d(self.conv1, dtype), FastConv1d(self.conv2, dtype)
+        if self.learned_sc:
+            self.conv1x1 = block.conv1x1
+            _require_plain(self.conv1x1)
+            self.fast_sc = FastConv1d(self.conv1x1, dtype)
+        if self.upsample:
+            self.pool = block.pool
+
+    def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return self.fast_sc(x).float() if self.learned_sc else x
+
+    def _residual(
+        self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None, out_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        x = F.leaky_relu(self.norm1(x, s, mask), 0.2)
+        if self.upsample:
+            x = self.pool(x)
+            x = x if out_mask is None else x * out_mask
+        x = F.leaky_relu(self.norm2(self.fast1(x).float(), s, out_mask), 0.2)
+        return self.fast2(x).float()
+
+
+class FastConvTranspose1d(nn.ConvTranspose1d):
+    """A plain ConvTranspose1d computed in ``dtype`` with an fp32 result (same parameters)."""
+
+    @classmethod
+    def adopt(cls, conv: nn.ConvTranspose1d, dtype: torch.dtype) -> FastConvTranspose1d:
+        _require_plain(conv)
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            conv.stride,  # type: ignore[arg-type]
+            conv.padding,  # type: ignore[arg-type]
+            conv.output_padding,  # type: ignore[arg-type]
+            conv.groups,
+            conv.bias is not None,
+            conv.dilation,  # type: ignore[arg-type]
+            device="meta",
+        )
+        new.weight, new.bias = conv.weight, conv.bias
+        new.fast = FastConv1d(conv, dtype)
+        return new
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return cast(FastConv1d, self.fast)(x).float()
+
+
+class BranchPool:
+    """Worker threads that each run torch single-threaded, for the generator's independent branches.
+
+    Intra-op parallelism splits every op across the cores and meets at a barrier after each one;
+    on two or three cores (and worse on a busy machine) those barriers cost more than they save.
+    The generator is not one chain: each stage has a noise branch that needs only F0, and three
+    resblocks that read the same input. Running those as whole single-threaded tasks keeps every
+    core busy without barriers.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="koel-branch", initializer=_one_thread)
+        threads = torch.get_num_threads()
+        barrier = threading.Barrier(workers)
+        for f in [self._pool.submit(barrier.wait) for _ in range(workers)]:  # start them all now
+            f.result()
+        torch.set_num_threads(threads)  # the initializer set the default for threads created later
+
+    def submit(self, fn, *args) -> Future:  # type: ignore[no-untyped-def]
+        """Run ``fn(*args)`` on a worker, under the caller's grad mode (it is per thread)."""
+        grad = torch.is_grad_enabled()
+
+        def task():  # type: ignore[no-untyped-def]
+            with torch.set_grad_enabled(grad):
+                return fn(*args)
+
+        return self._pool.submit(task)
+
+
+def _one_thread() -> None:
+    torch.get_num_threads()  # run torch's lazy per-thread initialisation first, or it would undo the next line
+    torch.set_num_threads(1)
+
+
+_POOL: BranchPool | None = None
+_POOL_LOCK = threading.Lock()
+_CONCURRENT = True
+
+
+def set_concurrent_branches(enabled: bool) -> bool:
+    """Switch the generator's concurrent branches on or off (process-wide); returns the old setting.
+
+    Off, :class:`ConcurrentGenerator` runs as one chain of multi-threaded ops (profilers attribute
+    the work to the calling thread, and results match bit for bit across thread counts).
+    """
+    global _CONCURRENT
+    old, _CONCURRENT = _CONCURRENT, enabled
+    return old
+
+
+def branch_pool() -> BranchPool | None:
+    """The shared pool when torch runs on 2-3 threads (where it beats intra-op parallelism), else None."""
+    global _POOL
+    threads = torch.get_num_threads()
+    if not _CONCURRENT or not 2 <= threads <= 3:
+        return None
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.workers != threads:
+            _POOL = BranchPool(threads)
+        return _POOL
+
+
+class ConcurrentGenerator(Generator):
+    """The same Generator, with its noise branches and per-stage resblocks run as concurrent tasks.
+
+    Every tensor is computed by the same modules and summed in the same order as
+    :meth:`Generator.forward`, so the outputs are identical; only the scheduling differs.
+    """
+
+    def __init__(self, generator: Generator) -> None:
+        nn.Module.__init__(self)
+        self.__dict__.update(generator.__dict__)  # adopt modules, buffers and settings as they are
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        s: torch.Tensor,
+        f0: torch.Tensor | None,
+        f0_lengths: torch.Tensor | None = None,
+        har: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """As :meth:`Generator.forward`; ``har`` passes precomputed harmonic features (then ``f0`` is unused)."""
+        pool = branch_pool() if x.device.type == "cpu" and not exporting() else None
+        if har is None:
+            if f0 is None:
+                raise ValueError("the generator needs f0 or precomputed harmonic features")
+            if pool is None:
+                return super().forward(x, s, f0, f0_lengths)
+            har = self.harmonic_features(f0, f0_lengths)
+        masks = self._masks(x, f0_lengths)
+        n, k = self.num_upsamples, self.num_kernels
+        noise: list[Future | torch.Tensor | None] = [None] * n
+        for i in reversed(range(n)):  # the late stages' noise branches are the longest: start them first
+            task = lambda i=i: self.noise_res[i](self.noise_convs[i](har), s, masks[i + 1])  # noqa: E731
+            noise[i] = task() if pool is None else pool.submit(task)
+        for i in range(n):
+            x = self.ups[i](apply_mask(F.leaky_relu(x, 0.1), masks[i]))
+            if i == n - 1:
+                x = F.pad(x, (1, 0), mode="reflect")
+            source = noise[i]
+            x = x + cast(torch.Tensor, source.result() if isinstance(source, Future) else source)
+            blocks = [self.resblocks[i * k + j] for j in range(k)]
+            if pool is None:
+                branches = [block(x, s, masks[i + 1]) for block in blocks]
+            else:  # longest kernels first, summed in the reference order
+                futures = [pool.submit(block, x, s, masks[i + 1]) for block in reversed(blocks)]
+                branches = [f.result() for f in reversed(futures)]
+            xs = branches[0]
+            for branch in branches[1:]:
+                xs = xs + branch
+            x = xs / k
+        return self.conv_post(apply_mask(F.leaky_relu(x, 0.01), masks[-1]))
+
+    def _masks(self, x: torch.Tensor, f0_lengths: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Valid-step masks at each rate, as :meth:`Generator.forward` builds them."""
+        masks: list[torch.Tensor | None] = [None] * (self.num_upsamples + 1)
+        if f0_lengths is not None:
+            rate = 1
+            for i, u in enumerate([1, *self.ups_rates()]):
+                rate *= u
+                last = 1 if i == self.num_upsamples else 0
+                steps, width = f0_lengths * rate + last, x.shape[-1] * rate + last
+                masks[i] = (torch.arange(width, device=x.device)[None] < steps[:, None]).unsqueeze(1).float()
+        return masks
+
+
+@dataclass
+class TileStream:
+    """A batch-1 synthesis whose audio comes out in time tiles: ``durations`` now, ``pieces`` lazily."""
+
+    durations: torch.Tensor  # [T] frames per token
+    pieces: Iterator[torch.Tensor]  # consecutive audio pieces; together 600 * sum(durations) samples
+
+
+def _decoder_features(
+    decoder: Decoder, asr: torch.Tensor, f0: torch.Tensor, energy: torch.Tensor, s: torch.Tensor
+) -> torch.Tensor:
+    """Decoder.forward up to the generator input (batch 1, no padding): [1, C, 2F] at 80 Hz."""
+    f0c = decoder.F0_conv(f0.unsqueeze(1))
+    nc = decoder.N_conv(energy.unsqueeze(1))
+    x = decoder.encode(torch.cat([asr, f0c, nc], dim=1), s)
+    asr_res = decoder.asr_res(asr)
+    for block in cast(nn.ModuleList, decoder.decode):
+        x = block(torch.cat([x, asr_res, f0c, nc], dim=1), s)
+    return cast(torch.Tensor, x)
+
+
+def stream_tiles(
+    model: KokoroModel,
+    input_ids: torch.Tensor,
+    ref_s: torch.Tensor,
+    speed: float = 1.0,
+    *,
+    first_frames: int = 24,
+    frames: int = 160,
+    margin: int = 8,
+) -> TileStream:
+    """Synthesize one utterance with the generator run in time tiles, so its first audio is ready early.
+
+    The text side, durations, F0/energy and the decoder run on the whole utterance (about a tenth
+    of the work); the generator then runs on tiles of ``first_frames`` and then ``frames``
+    generator-input frames (80 Hz, 300 samples each), each widened by ``margin`` frames of context
+    on both sides (the generator's receptive field is about 8 frames) and cut back. The harmonic
+    source is computed once, so its phase runs on across tiles. What tiles cannot reproduce is
+    AdaIN's statistics, which the untiled generator takes over the whole utterance: each tile
+    normalises over its own span, an approximation measured in bench/speed.py (ttfa section).
+    """
+    if first_frames < 1 or frames < 1 or margin < 0:
+        raise ValueError(f"tile sizes must be positive, got first_frames={first_frames}, frames={frames}")
+    ids = input_ids.to(model.device)
+    style = ref_s.to(model.device, torch.float32)
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError(f"stream_tiles takes one utterance: input_ids [1, T], got {list(ids.shape)}")
+    model.check_inputs(ids, style, None)
+    with torch.no_grad():
+        s_a, s_p = model._split_style(style)
+        d, logits = model.prosody_features(ids, None, s_p)
+        speed_t = torch.tensor([float(speed)], device=ids.device)
+        durations = model.durations_from_logits(logits, speed_t)
+
+    def pieces() -> Iterator[torch.Tensor]:
+        from koel.model.kokoro import alignment_from_durations
+
+        with torch.no_grad():
+            alignment = alignment_from_durations(durations)
+            f0, energy = model.predictor.f0_energy(d.transpose(1, 2) @ alignment, s_p, None)
+            asr = model.text_encoder(ids, None, None) @ alignment
+            x = _decoder_features(model.decoder, asr, f0, energy, s_a)
+            gen = cast(ConcurrentGenerator, model.decoder.generator)
+            har = gen.harmonic_features(f0)
+            per = har.shape[-1] // x.shape[-1]  # spectrogram frames per input frame (60)
+            hop = gen.hop * per  # samples per input frame (300)
+            n, start, size = x.shape[-1], 0, first_frames
+            while start < n:
+                end = min(n, start + size)
+                lo, hi = max(0, start - margin), min(n, end + margin)
+                spec = gen(x[..., lo:hi], s_a, None, har=har[..., per * lo : per * hi + 1])
+                audio = gen.spectrogram_to_audio(spec)[0]
+                yield audio[hop * (start - lo) : hop * (end - lo)].float()
+                start, size = end, frames
+
+    return TileStream(durations[0], pieces())
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """True where bfloat16 convolutions run natively: CUDA with bf16, or a CPU with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype:
+    """'auto' -> bf16 where :func:`bf16_is_fast`, else fp32."""
+    if precision == "auto":
+        return torch.bfloat16 if bf16_is_fast(device) else torch.float32
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def accelerate(
+    model: nn.Module, precision: Precision | str = "auto", *, block_dft: bool = True
+) -> torch.dtype:
+    """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
+
+    The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
+    reference model. ``block_dft=False`` keeps every convolution direct (for int8 export, whose
+    quantiser rewrites Conv weights). Call after moving the model to its device; weight norm
+    must be folded.
+    """
+    from koel.model.kokoro import KokoroModel
+
+    if not isinstance(model, KokoroModel):
+        raise TypeError(f"accelerate() takes a KokoroModel, got {type(model).__name__}")
+    dtype = resolve_precision(precision, model.device)
+    gen = model.decoder.generator
+    for blocks in (gen.resblocks, gen.noise_res):
+        for i, block in enumerate(blocks):
+            if not isinstance(block, FastAdaINResBlock1):
+                blocks[i] = FastAdaINResBlock1(cast(AdaINResBlock1, block), dtype, block_dft)
+    for blocks in (model.decoder.decode, model.predictor.F0, model.predictor.N):
+        for i, block in enumerate(blocks):
+            if not isinstance(block, FastAdainResBlk1d):
+                blocks[i] = FastAdainResBlk1d(cast(AdainResBlk1d, block), dtype)
+    if not isinstance(model.decoder.encode, FastAdainResBlk1d):
+        model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype)
+    if not isinstance(gen, ConcurrentGenerator):
+        model.decoder.generator = gen = ConcurrentGenerator(gen)
+    if dtype != torch.float32:
+        for i, up in enumerate(gen.ups):
+            if not isinstance(up, FastConvTranspose1d):
+                gen.ups[i] = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype)
+    log.info("fast path on: fused AdaIN+Snake, block-DFT long kernels, %s convolutions", str(dtype)[6:])
+    return dtype
+
+
+__all__ = [
+    "BlockDFTConv1d",
+    "BranchPool",
+    "ConcurrentGenerator",
+    "FastAdaINResBlock1",
+    "FastAdainResBlk1d",
+    "FastConv1d",
+    "FastConvTranspose1d",
+    "TileStream",
+    "accelerate",
+    "adain_snake",
+    "bf16_is_fast",
+    "branch_pool",
+    "plan_conv",
+    "resolve_precision",
+    "set_concurrent_branches",
+    "stream_tiles",
+]

@@ -1,0 +1,121 @@
+"""Engine choice (default_engine), the fast PyTorch engine, and the ``koel export`` command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from koel.backends.auto import (
+    EngineChoiceError,
+    FastTorchEngine,
+    available_engines,
+    default_engine,
+    tune_cpu_process,
+)
+from koel.backends.base import EngineRequest
+from koel.backends.torch_engine import TorchEngine
+
+
+def _requests(n: int = 3) -> list[EngineRequest]:
+    rng = np.random.default_rng(0)
+    return [
+        EngineRequest(
+            tuple([0, *rng.integers(1, 170, 4 + 3 * i).tolist(), 0]),
+            rng.standard_normal(32).astype(np.float32),
+        )
+        for i in range(n)
+    ]
+
+
+def test_unknown_engine_is_refused(tiny_model):
+    with pytest.raises(EngineChoiceError, match="unknown engine"):
+        default_engine("warp-drive", model=tiny_model)
+
+
+def test_auto_picks_the_fast_engine_and_it_runs(tiny_model):
+    tiny_model.fold_weight_norm()
+    engine = default_engine(model=tiny_model, device="cpu", threads=1)
+    assert isinstance(engine, FastTorchEngine) and engine.name == "fast"
+    results = engine.run(_requests())
+    assert [len(r.durations) for r in results] == [len(q.ids) for q in _requests()]
+    for r in results:
+        assert len(r.audio) == 600 * int(r.durations.sum())
+
+
+def test_preference_and_environment_override(tiny_model, monkeypatch):
+    tiny_model.fold_weight_norm()
+    engine = default_engine("torch", model=tiny_model, device="cpu", threads=1)
+    assert type(engine) is TorchEngine
+    monkeypatch.setenv("KOEL_ENGINE", "torch")
+    assert type(default_engine(model=tiny_model, device="cpu", threads=1)) is TorchEngine
+    assert "fast" in available_engines() and "torch" in available_engines()
+
+
+def test_fast_engine_batches_like_single_calls(tiny_model):
+    tiny_model.fold_weight_norm()
+    engine = FastTorchEngine(tiny_model, precision="fp32", max_batch=8)
+    requests = _requests(4)
+    together = engine.run(requests)
+    for req, res in zip(requests, together, strict=True):
+        (alone,) = engine.run([req])
+        assert res.durations.tolist() == alone.durations.tolist()
+        assert np.abs(res.audio - alone.audio).max() <= 1e-3 * np.abs(alone.audio).max()
+
+
+def test_tune_cpu_process_sets_threads():
+    before = torch.get_num_threads()
+    try:
+        tune_cpu_process(1)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_export_command_is_registered():
+    from koel.cli import build_parser
+
+    args = build_parser().parse_args(["export", "-o", "x.onnx", "--precision", "int8", "--no-check"])
+    assert args.output == "x.onnx" and args.precision == "int8" and args.no_check
+
+
+@pytest.mark.slow
+def test_export_command_on_the_real_model(real_model, shared_voices, tmp_path, capsys):
+    from koel.cli import main
+
+    out = tmp_path / "koel.onnx"
+    assert main(["export", "-o", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "durations identical" in report and out.stat().st_size > 100e6
+
+
+def test_engine_flag_on_say_and_serve():
+    from koel.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["say", "hi", "--engine", "torch"]).engine == "torch"
+    assert parser.parse_args(["say", "hi"]).engine is None  # automatic choice
+    with pytest.raises(SystemExit):
+        parser.parse_args(["say", "hi", "--engine", "warp-drive"])
+    try:
+        import koel.serve.cli  # noqa: F401  (the server extra may be absent)
+    except ImportError:
+        return
+    assert parser.parse_args(["serve", "--engine", "onnx"]).engine == "onnx"
+
+
+def test_onnx_engine_refuses_pytorch_weights_and_torch_refuses_onnx_files():
+    with pytest.raises(EngineChoiceError, match="koel export"):
+        default_engine("onnx", "cpu", source="kokoro-v1_0.pth")
+    with pytest.raises(EngineChoiceError, match="--engine onnx"):
+        default_engine("fast", "cpu", source="model.onnx")
+
+
+def test_fast_engine_streams_tiles_that_add_up(tiny_model):
+    tiny_model.fold_weight_norm()
+    engine = FastTorchEngine(tiny_model, precision="fp32")
+    (request,) = _requests(1)
+    (whole,) = engine.run([request])
+    durations, pieces = engine.stream(request, first_frames=2)
+    audio = np.concatenate(list(pieces))
+    assert durations.tolist() == whole.durations.tolist() and len(audio) == len(whole.audio)

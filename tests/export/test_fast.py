@@ -1,0 +1,209 @@
+"""The fast path (koel.model.fast) computes the reference model's function: fp32 to rounding, bf16 closely."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from koel.model.fast import (
+    BlockDFTConv1d,
+    FastAdaINResBlock1,
+    FastConv1d,
+    accelerate,
+    adain_snake,
+    plan_conv,
+)
+from koel.model.generator import snake
+from koel.model.layers import AdaIN1d, apply_mask, lengths_to_mask
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+def _wrap(ids: torch.Tensor) -> torch.Tensor:
+    zero = torch.zeros(1, dtype=torch.long)
+    return torch.cat([zero, ids, zero])[None]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_adain_snake_equals_norm_then_snake(masked):
+    torch.manual_seed(0)
+    norm = AdaIN1d(16, 24)
+    s, alpha = torch.randn(3, 16), torch.rand(1, 24, 1) + 0.2
+    x = torch.randn(3, 24, 500) * 3 + 1.5  # a mean well away from zero stresses the variance formula
+    mask = lengths_to_mask(torch.tensor([500, 321, 77]), 500) if masked else None
+    with torch.no_grad():
+        ref = apply_mask(snake(norm(x, s, mask), alpha), mask)
+        out = adain_snake(x, norm, s, alpha, mask)
+    err = (out - ref).abs().max().item()
+    assert err < 1e-4, f"max error {err}"
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_adain_snake_keeps_precision_when_the_mean_dominates(masked):
+    norm = AdaIN1d(4, 2)
+    x = 1000.0 + torch.randn(2, 2, 40000) * 0.01
+    s, alpha = torch.zeros(2, 4), torch.ones(1, 2, 1)
+    mask = lengths_to_mask(torch.tensor([40000, 30000]), 40000) if masked else None
+    with torch.no_grad():
+        err = _rel(adain_snake(x, norm, s, alpha, mask), apply_mask(snake(norm(x, s, mask), alpha), mask))
+    # x itself is only resolved to 6e-5 (one ulp at 1000), i.e. 0.6% of its spread; a one-pass
+    # variance would be off by orders of magnitude more
+    assert err < 1e-2, f"relative error {err}"
+
+
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "k", "d", "block", "batch"),
+    [(16, 16, 11, 1, 32, 1), (16, 24, 11, 5, 128, 2), (8, 8, 7, 3, 64, 3), (12, 12, 3, 1, 16, 1)],
+)
+def test_block_dft_conv_equals_conv1d(c_in, c_out, k, d, block, batch):
+    torch.manual_seed(k + d)
+    conv = nn.Conv1d(c_in, c_out, k, dilation=d, padding=d * (k - 1) // 2)
+    for length in (1, 37, 1000):
+        x = torch.randn(batch, c_in, length)
+        with torch.no_grad():
+            ref = conv(x)
+            out = BlockDFTConv1d(conv, torch.float32, block)(x)
+            low = BlockDFTConv1d(conv, torch.bfloat16, block)(x)
+        assert out.shape == ref.shape
+        assert _rel(out, ref) < 2e-5, f"fp32 error {_rel(out, ref)} at length {length}"
+        assert _rel(low, ref) < 2e-2, f"bf16 error {_rel(low, ref)} at length {length}"
+
+
+def test_block_dft_conv_rejects_unsupported_shapes():
+    with pytest.raises(ValueError, match="same"):
+        BlockDFTConv1d(nn.Conv1d(4, 4, 5, padding=0), torch.float32, 16)
+    with pytest.raises(ValueError, match="longer"):
+        BlockDFTConv1d(nn.Conv1d(4, 4, 11, dilation=5, padding=25), torch.float32, 32)
+
+
+def test_plan_conv_uses_block_dft_for_long_kernels_only():
+    assert isinstance(plan_conv(nn.Conv1d(8, 8, 11, padding=5), torch.float32), BlockDFTConv1d)
+    assert isinstance(plan_conv(nn.Conv1d(8, 8, 3, padding=1), torch.float32), FastConv1d)
+    big = nn.Conv1d(512, 512, 11, dilation=5, padding=25)
+    assert isinstance(plan_conv(big, torch.float32, max_spectrum_bytes=1 << 20), FastConv1d)
+
+
+def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    with pytest.raises(ValueError, match="fold weight norm"):
+        accelerate(copy.deepcopy(tiny_model), "fp32")
+    tiny_model.fold_weight_norm()
+    folded = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    assert accelerate(tiny_model, "fp32") == torch.float32
+    after = tiny_model.state_dict()
+    assert set(after) == set(folded) and len(folded) < len(before)  # weight-norm pairs became weights
+    assert all(torch.equal(after[k], folded[k]) for k in folded)
+    assert all(isinstance(b, FastAdaINResBlock1) for b in tiny_model.decoder.generator.resblocks)
+    assert accelerate(tiny_model, "fp32") == torch.float32  # idempotent
+
+
+def test_accelerated_model_matches_reference(tiny_model):
+    tiny_model.fold_weight_norm()
+    fast = copy.deepcopy(tiny_model)
+    accelerate(fast, "fp32")
+    low = copy.deepcopy(tiny_model)
+    accelerate(low, "bf16")
+    torch.manual_seed(3)
+    ids, style = _wrap(torch.randint(1, 170, (9,))), torch.randn(1, 32)
+    durations = torch.randint(1, 5, (1, 11))
+    ref = tiny_model.synthesize(ids, style, durations=durations)
+    # the generator is compared on identical inputs through the spectrogram it predicts: the
+    # waveform's phase integrates F0 over the utterance, so rounding moves it without changing the sound
+    x = torch.randn(1, 32, 2 * int(durations.sum())) * 0.5
+    with torch.no_grad():
+        ref_spec = tiny_model.decoder.generator(x, style[:, :16], ref.f0)
+    for model, tol in ((fast, 1e-4), (low, 5e-2)):
+        out = model.synthesize(ids, style, durations=durations)
+        assert out.audio.shape == ref.audio.shape
+        assert _rel(out.f0, ref.f0) < tol and _rel(out.energy, ref.energy) < tol
+        with torch.no_grad():
+            spec = model.decoder.generator(x, style[:, :16], ref.f0)
+        assert _rel(spec, ref_spec) < tol, f"generator error {_rel(spec, ref_spec)}"
+
+
+def test_accelerated_batch_equals_one_at_a_time(tiny_model):
+    tiny_model.fold_weight_norm()
+    accelerate(tiny_model, "fp32")
+    torch.manual_seed(1)
+    seqs = [torch.randint(1, 170, (n,)) for n in (5, 13, 9)]
+    styles = torch.randn(len(seqs), 32)
+    ids = torch.zeros(len(seqs), max(len(q) for q in seqs) + 2, dtype=torch.long)
+    for i, q in enumerate(seqs):
+        ids[i, 1 : 1 + len(q)] = q
+    batch = tiny_model.synthesize(ids, styles, lengths=torch.tensor([len(q) + 2 for q in seqs]))
+    for i, q in enumerate(seqs):
+        single = tiny_model.synthesize(_wrap(q), styles[i : i + 1])
+        assert batch.item_durations(i).tolist() == single.item_durations(0).tolist()
+        a, b = batch.item_audio(i), single.item_audio(0)
+        err = (a - b).abs().max().item()
+        assert err < 1e-3 * b.abs().max().item(), f"utterance {i}: max error {err}"
+
+
+def test_fast_conv_runs_in_reduced_precision():
+    conv = nn.Conv1d(8, 8, 3, padding=1)
+    fast = FastConv1d(conv, torch.bfloat16)
+    x = torch.randn(2, 8, 100)
+    with torch.no_grad():
+        out = fast(x)
+        assert out.dtype == torch.bfloat16
+        assert _rel(out, F.conv1d(x, conv.weight, conv.bias, padding=1)) < 2e-2
+
+
+def test_concurrent_generator_equals_the_chain(tiny_model):
+    from koel.model.fast import ConcurrentGenerator, branch_pool
+    from koel.model.generator import Generator
+
+    tiny_model.fold_weight_norm()
+    accelerate(tiny_model, "fp32")
+    gen = tiny_model.decoder.generator
+    assert isinstance(gen, ConcurrentGenerator)
+    torch.manual_seed(5)
+    x, s, f0 = torch.randn(2, 32, 30), torch.randn(2, 16), torch.rand(2, 30) * 300
+    lengths = torch.tensor([30, 21])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert branch_pool() is not None
+        with torch.no_grad():
+            for f0_lengths in (None, lengths):
+                concurrent = gen(x, s, f0, f0_lengths)
+                chain = Generator.forward(gen, x, s, f0, f0_lengths)
+                assert _rel(concurrent, chain) < 1e-5, f"lengths {f0_lengths}: {_rel(concurrent, chain)}"
+        assert branch_pool().submit(torch.get_num_threads).result() == 1  # workers run single-threaded
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_tiles_cover_the_utterance_and_one_tile_is_exact(tiny_model):
+    from koel.model.fast import stream_tiles
+
+    tiny_model.fold_weight_norm()
+    accelerate(tiny_model, "fp32")
+    torch.manual_seed(7)
+    ids, style = _wrap(torch.randint(1, 170, (12,))), torch.randn(1, 32)
+    ref = tiny_model.synthesize(ids, style)
+    whole = stream_tiles(tiny_model, ids, style, first_frames=1 << 20)
+    assert torch.equal(whole.durations, ref.durations[0])
+    assert torch.allclose(torch.cat(list(whole.pieces)), ref.audio[0], atol=1e-5)
+    tiles = stream_tiles(tiny_model, ids, style, first_frames=3, frames=5, margin=2)
+    pieces = list(tiles.pieces)
+    assert len(pieces[0]) == 3 * 300 and all(len(p) <= 5 * 300 for p in pieces[1:])
+    assert sum(len(p) for p in pieces) == 600 * int(tiles.durations.sum())
+
+
+def test_tiles_refuse_batches_and_bad_sizes(tiny_model):
+    from koel.model.fast import stream_tiles
+
+    tiny_model.fold_weight_norm()
+    ids = torch.randint(1, 170, (2, 6))
+    with pytest.raises(ValueError, match="one utterance"):
+        stream_tiles(tiny_model, ids, torch.randn(2, 32))
+    with pytest.raises(ValueError, match="positive"):
+        stream_tiles(tiny_model, ids[:1], torch.randn(1, 32), first_frames=0)
