@@ -23,16 +23,26 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SynthesisOptions:
-    """Per-call settings. Pauses are seconds of silence appended after a chunk."""
+    """Per-call settings. Pauses are seconds of silence appended after a chunk.
+
+    ``first_chunk_phonemes`` caps the first chunk (it sets the time to first audio: the first chunk
+    is synthesised whole before anything plays); later chunks use the front end's limit (510).
+    0 turns the cap off.
+    """
 
     speed: float = 1.0
     sentence_pause: float = 0.1
     paragraph_pause: float = 0.45
     clause_pause: float = 0.0
+    first_chunk_phonemes: int = 100
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.speed <= 4.0:
             raise ValueError(f"speed must be between 0.25 and 4.0, got {self.speed}")
+        if self.first_chunk_phonemes and not 16 <= self.first_chunk_phonemes <= 510:
+            raise ValueError(
+                f"first_chunk_phonemes must be 0 or between 16 and 510, got {self.first_chunk_phonemes}"
+            )
         for name in ("sentence_pause", "paragraph_pause", "clause_pause"):
             value = getattr(self, name)
             if not 0.0 <= value <= 10.0:
@@ -60,6 +70,14 @@ LEAD_FRAMES = 3
 #: A word's edge frames quieter than this (dB below the chunk's loudest frame) are silence: the
 #: model gives a word's last phoneme the pause that follows it (a final "k" held for 300 ms).
 SILENCE_DB = -35.0
+
+
+def _sized(frontend: object) -> bool:
+    """Whether ``frontend.chunks`` takes ``max_phonemes`` (koel's own front end)."""
+    import inspect
+
+    chunks = getattr(frontend, "chunks", None)
+    return chunks is not None and "max_phonemes" in inspect.signature(chunks).parameters
 
 
 def _frame_levels(audio: np.ndarray) -> np.ndarray:
@@ -192,8 +210,33 @@ class Pipeline:
 
     # -- synthesis --------------------------------------------------------------------------------
 
-    def chunks(self, text: str, *, lang: str, raw_phonemes: bool = False) -> Iterator[PhonemeChunk]:
-        return self.frontend(lang).chunks(text, raw_phonemes=raw_phonemes)
+    def chunks(
+        self, text: str, *, lang: str, raw_phonemes: bool = False, first_chunk_phonemes: int = 0
+    ) -> Iterator[PhonemeChunk]:
+        """The front end's chunks; with ``first_chunk_phonemes``, a short first chunk, then the rest
+        of the text chunked normally (koel's own front end only: it takes ``max_phonemes``)."""
+        frontend = self.frontend(lang)
+        if not first_chunk_phonemes or not _sized(frontend):
+            yield from frontend.chunks(text, raw_phonemes=raw_phonemes)
+            return
+        head = iter(frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=first_chunk_phonemes))
+        first = next(head, None)
+        if first is None:
+            return
+        cut = max((w.char_end for w in first.words if w.char_end >= 0), default=-1)
+        if cut < 0 or not text[cut:].strip():  # offsets unknown, or nothing left
+            yield first
+            yield from head
+            return
+        yield first
+        for i, chunk in enumerate(frontend.chunks(text[cut:], raw_phonemes=raw_phonemes), start=1):
+            words = tuple(
+                replace(w, char_start=w.char_start + cut, char_end=w.char_end + cut)
+                if w.char_start >= 0
+                else w
+                for w in chunk.words
+            )
+            yield replace(chunk, words=words, index=i)
 
     def _request(self, chunk: PhonemeChunk, voice: Voice, speed: float) -> EngineRequest:
         ids = with_boundaries(VOCAB[c] for c in chunk.phonemes if c in VOCAB)
@@ -256,7 +299,14 @@ class Pipeline:
         language = self.language_for(v, lang)
         offset = 0.0
         pending: list[PhonemeChunk] = []
-        source = self._lookahead(self.chunks(text, lang=language, raw_phonemes=raw_phonemes))
+        source = self._lookahead(
+            self.chunks(
+                text,
+                lang=language,
+                raw_phonemes=raw_phonemes,
+                first_chunk_phonemes=options.first_chunk_phonemes,
+            )
+        )
         for chunk, last in source:
             if chunk.index < skip_chunks:
                 continue

@@ -97,6 +97,25 @@ def test_word_edges_follow_the_sound_not_only_the_durations():
     assert trimmed[1].end == pytest.approx(1.0 + (22 - LEAD_FRAMES) * sec)
 
 
+def test_short_first_chunk_then_normal_chunks():
+    """The first chunk is capped (early first audio); every word keeps its source span."""
+    text = " ".join(["The keeper climbed the stairs, counted every step, and lit the lamp."] * 12)
+    capped = list(Pipeline(FakeEngine(), voice="jf_alpha", lang="a").stream(text))
+    uncapped = list(
+        Pipeline(
+            FakeEngine(), voice="jf_alpha", lang="a", options=SynthesisOptions(first_chunk_phonemes=0)
+        ).stream(text)
+    )
+    assert len(capped[0].phonemes) <= 100 < len(uncapped[0].phonemes)
+    assert [c.index for c in capped] == list(range(len(capped)))
+    words = [w for c in capped for w in c.words]
+    assert [w.word for w in words] == [w.word for c in uncapped for w in c.words]
+    for w in words:
+        assert text[w.char_start : w.char_end] == w.word
+    with pytest.raises(ValueError, match="first_chunk_phonemes"):
+        SynthesisOptions(first_chunk_phonemes=3)
+
+
 def test_paragraph_pause_is_longer_than_sentence_pause():
     options = SynthesisOptions(sentence_pause=0.1, paragraph_pause=0.7)
     pipe = Pipeline(FakeEngine(), voice="jf_alpha", lang="a", options=options)

@@ -116,7 +116,10 @@ class _RequestPipeline(Pipeline):
                 return
             yield chunk
 
-    def chunks(self, text: str, *, lang: str, raw_phonemes: bool = False) -> Iterator[PhonemeChunk]:
+    def chunks(
+        self, text: str, *, lang: str, raw_phonemes: bool = False, first_chunk_phonemes: int = 0
+    ) -> Iterator[PhonemeChunk]:
+        # the server's own limits (ServerSettings) replace the caller's first_chunk_phonemes
         with self._frontend_lock:
             frontend = self.frontend(lang)
         if not _sized_frontend(frontend):
