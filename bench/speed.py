@@ -406,7 +406,7 @@ def section_profile(inputs: list, threads: int) -> None:
         accelerate(model, precision, block_dft=dft)
         variants.append((label, model, concurrent))
     print(f"\n## Profile: one {len(ids) - 2}-phoneme sentence, {threads} thread(s)")
-    set_concurrent_branches(False)  # so the profiler sees every op on this thread
+    default = set_concurrent_branches(False)  # so the profiler sees every op on this thread
     for label, model, _ in (variants[0], variants[-1]):
         print(f"top operators, {label.lstrip('+ ')} path (share of self CPU time):")
         for key, share in _top_ops(lambda m=model: m.synthesize(x, s)):
@@ -419,7 +419,7 @@ def section_profile(inputs: list, threads: int) -> None:
             t0 = time.perf_counter()
             model.synthesize(x, s)  # type: ignore[attr-defined]
             times[label].append(time.perf_counter() - t0)
-    set_concurrent_branches(True)
+    set_concurrent_branches(default)
     print("what each change buys (cumulative; wall time per audio second, median of 3 interleaved rounds):")
     base = statistics.median(times[variants[0][0]])
     for label, _, _ in variants:

@@ -156,7 +156,7 @@ def test_fast_conv_runs_in_reduced_precision():
 
 
 def test_concurrent_generator_equals_the_chain(tiny_model):
-    from koel.model.fast import ConcurrentGenerator, branch_pool
+    from koel.model.fast import ConcurrentGenerator, branch_pool, set_concurrent_branches
     from koel.model.generator import Generator
 
     tiny_model.fold_weight_norm()
@@ -168,6 +168,7 @@ def test_concurrent_generator_equals_the_chain(tiny_model):
     lengths = torch.tensor([30, 21])
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    enabled = set_concurrent_branches(True)  # off by default (slower on 2 cores), on here
     try:
         assert branch_pool() is not None
         with torch.no_grad():
@@ -178,6 +179,7 @@ def test_concurrent_generator_equals_the_chain(tiny_model):
         assert branch_pool().submit(torch.get_num_threads).result() == 1  # workers run single-threaded
         assert torch.get_num_threads() == 2
     finally:
+        set_concurrent_branches(enabled)
         torch.set_num_threads(before)
 
 
