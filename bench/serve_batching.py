@@ -28,6 +28,9 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from load_test import cpu_seconds, wait_healthy
+
 SENTENCES = [
     "Hello, and welcome back.",
     "The train leaves at noon.",
@@ -113,19 +116,6 @@ def _serve(port: int, batch: bool, extra: list[str]) -> subprocess.Popen:
     return subprocess.Popen([*cmd, *extra, "--batch" if batch else "--no-batch"], env=env)
 
 
-def _wait(url: str, proc: subprocess.Popen) -> None:
-    for _ in range(600):
-        if proc.poll() is not None:
-            raise SystemExit("the server exited")
-        try:
-            if httpx.get(url + "/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit("the server did not start")
-
-
 def server_bench(clients: int, seconds: float, rounds: int, port: int, extra: list[str]) -> None:
     url = f"http://127.0.0.1:{port}"
     print(f"\nserver: koel serve {' '.join(extra)}; {clients} clients, {seconds:.0f} s per run")
@@ -137,13 +127,13 @@ def server_bench(clients: int, seconds: float, rounds: int, port: int, extra: li
         for batch in (False, True):
             proc = _serve(port, batch, extra)
             try:
-                _wait(url, proc)
+                wait_healthy(url, proc)
                 latencies: list[float] = []
                 audio: list[float] = []
                 asyncio.run(_load(url, clients, 5.0, [], []))  # warm the server up
-                start, cpu = time.monotonic(), _cpu_seconds(proc.pid)
+                start, cpu = time.monotonic(), cpu_seconds(proc.pid)
                 asyncio.run(_load(url, clients, seconds, latencies, audio))
-                wall, cpu = time.monotonic() - start, _cpu_seconds(proc.pid) - cpu
+                wall, cpu = time.monotonic() - start, cpu_seconds(proc.pid) - cpu
                 health = httpx.get(url + "/health").json()
             finally:
                 proc.terminate()
@@ -156,12 +146,6 @@ def server_bench(clients: int, seconds: float, rounds: int, port: int, extra: li
                 f"{p50:6.2f} {p95:6.2f} {health['batched_chunks']:4d}/{health['chunks']:<4d} {health['engine']}",
                 flush=True,
             )
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _load(url: str, clients: int, seconds: float, latencies: list[float], audio: list[float]) -> None:

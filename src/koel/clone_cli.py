@@ -61,7 +61,7 @@ def _model(args: argparse.Namespace):
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    return load_model(args.model) if args.model else load_model()
+    return load_model(args.model)  # None: the embedded default
 
 
 def _write(voice: Voice, args: argparse.Namespace, path: Path) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from koel.backends.base import Engine, EngineRequest, EngineResult
-from koel.constants import BUNDLED_FALLBACK_VOICE, DEFAULT_VOICE, FRAME_SAMPLES, SAMPLE_RATE
+from koel.constants import BUNDLED_FALLBACK_VOICE, DEFAULT_VOICE, FRAME_SAMPLES, MAX_PHONEMES, SAMPLE_RATE
 from koel.tokenizer import VOCAB, with_boundaries
 from koel.types import AudioChunk, PhonemeChunk, WordTimestamp
 from koel.voices import Voice, VoiceError, VoiceStore, voice_language
@@ -211,25 +211,35 @@ class Pipeline:
     # -- synthesis --------------------------------------------------------------------------------
 
     def chunks(
-        self, text: str, *, lang: str, raw_phonemes: bool = False, first_chunk_phonemes: int = 0
+        self,
+        text: str,
+        *,
+        lang: str,
+        raw_phonemes: bool = False,
+        first_chunk_phonemes: int = 0,
+        chunk_phonemes: int = MAX_PHONEMES,
     ) -> Iterator[PhonemeChunk]:
-        """The front end's chunks; with ``first_chunk_phonemes``, a short first chunk, then the rest
-        of the text chunked normally (koel's own front end only: it takes ``max_phonemes``)."""
+        """The front end's chunks: the first at most ``first_chunk_phonemes`` (0: no separate limit),
+        the rest at most ``chunk_phonemes``. Limits apply to front ends whose ``chunks`` takes
+        ``max_phonemes`` (koel's own); word spans always point into ``text``."""
         frontend = self.frontend(lang)
-        if not first_chunk_phonemes or not _sized(frontend):
+        if not _sized(frontend):
             yield from frontend.chunks(text, raw_phonemes=raw_phonemes)
+            return
+        if not first_chunk_phonemes or first_chunk_phonemes == chunk_phonemes:
+            yield from frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=chunk_phonemes)
             return
         head = iter(frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=first_chunk_phonemes))
         first = next(head, None)
         if first is None:
             return
+        yield first
         cut = max((w.char_end for w in first.words if w.char_end >= 0), default=-1)
-        if cut < 0 or not text[cut:].strip():  # offsets unknown, or nothing left
-            yield first
+        if cut < 0:  # offsets unknown: keep the first chunking
             yield from head
             return
-        yield first
-        for i, chunk in enumerate(frontend.chunks(text[cut:], raw_phonemes=raw_phonemes), start=1):
+        rest = frontend.chunks(text[cut:], raw_phonemes=raw_phonemes, max_phonemes=chunk_phonemes)
+        for i, chunk in enumerate(rest, start=1):
             words = tuple(
                 replace(w, char_start=w.char_start + cut, char_end=w.char_end + cut)
                 if w.char_start >= 0

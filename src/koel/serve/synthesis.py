@@ -14,13 +14,14 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import anyio
 import numpy as np
 
 from koel.audio import AudioFormatError, StreamEncoder
 from koel.backends.base import Engine
+from koel.constants import MAX_PHONEMES
 from koel.pipeline import Pipeline
 from koel.serve.batching import JobCancelled, JobEngine, Scheduler, SchedulerClosed, SynthesisTimeout
 from koel.serve.errors import APIError
@@ -117,54 +118,26 @@ class _RequestPipeline(Pipeline):
             yield chunk
 
     def chunks(
-        self, text: str, *, lang: str, raw_phonemes: bool = False, first_chunk_phonemes: int = 0
+        self,
+        text: str,
+        *,
+        lang: str,
+        raw_phonemes: bool = False,
+        first_chunk_phonemes: int = 0,
+        chunk_phonemes: int = MAX_PHONEMES,
     ) -> Iterator[PhonemeChunk]:
-        # the server's own limits (ServerSettings) replace the caller's first_chunk_phonemes
-        with self._frontend_lock:
-            frontend = self.frontend(lang)
-        if not _sized_frontend(frontend):
-            yield from self._locked(
-                lambda: super(_RequestPipeline, self).chunks(text, lang=lang, raw_phonemes=raw_phonemes)
-            )
-            return
+        # the server's own limits (ServerSettings) replace the caller's
         first_limit, limit = self._limits
-        head = self._locked(
-            lambda: frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=first_limit)
-        )
-        first = next(head, None)
-        if first is None:
-            return
-        yield first
-        head.close()
-        cut = max((w.char_end for w in first.words if w.char_end >= 0), default=-1)
-        if cut < 0:  # offsets unknown: keep going with the first chunking
-            yield from self._locked(
-                lambda: frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=first_limit)
+        yield from self._locked(
+            lambda: Pipeline.chunks(
+                self,
+                text,
+                lang=lang,
+                raw_phonemes=raw_phonemes,
+                first_chunk_phonemes=first_limit,
+                chunk_phonemes=limit,
             )
-            return
-        rest = self._locked(
-            lambda: frontend.chunks(text[cut:], raw_phonemes=raw_phonemes, max_phonemes=limit)
         )
-        for i, chunk in enumerate(rest, start=1):
-            yield _shifted(chunk, cut, i)
-
-
-def _sized_frontend(frontend: object) -> bool:
-    """Whether the front end is koel's own (whose ``chunks`` takes ``max_phonemes``)."""
-    try:
-        from koel.text import FrontEnd
-    except ImportError:
-        return False
-    return isinstance(frontend, FrontEnd)
-
-
-def _shifted(chunk: PhonemeChunk, offset: int, index: int) -> PhonemeChunk:
-    """A chunk of ``text[offset:]`` re-expressed against the whole text."""
-    words = tuple(
-        replace(w, char_start=w.char_start + offset, char_end=w.char_end + offset) if w.char_start >= 0 else w
-        for w in chunk.words
-    )
-    return replace(chunk, words=words, index=index)
 
 
 def _produce(pipe: Pipeline, job: SpeechJob) -> Iterator[Piece]:

@@ -28,6 +28,8 @@ _JUNK = regex.compile(r"[\p{Cc}\p{Cs}\ufeff\ufffe\uffff\u2028\u2029]")
 _SPACES = regex.compile(r"\s")
 _RAW_SPLIT = regex.compile(r"[;:,.!?—…\"()“”]+|[^;:,.!?—…\"()“”\s]+")
 _WORDLIKE = regex.compile(r"[\p{L}\p{N}]")
+# What third-party G2P back ends raise when a sentence trips them up (then: word by word, or silence).
+_G2P_ERRORS = (ValueError, KeyError, IndexError, AssertionError, AttributeError, TypeError, RuntimeError)
 _NORMALIZERS: dict[str, RuleNormalizer] = {}
 _NORM_LOCK = threading.Lock()
 
@@ -155,15 +157,7 @@ class FrontEnd:
             return _symbol_tokens(rw.text)  # only punctuation and symbols: no need to run a G2P
         try:
             return list(self.g2p(rw.text, rw.overrides()))
-        except (
-            ValueError,
-            KeyError,
-            IndexError,
-            AssertionError,
-            AttributeError,
-            TypeError,
-            RuntimeError,
-        ) as e:
+        except _G2P_ERRORS as e:
             # A third-party G2P tripped over this sentence: say so, then try word by word.
             log.warning(
                 "%s G2P failed on %r (%s: %s); retrying word by word",
@@ -176,15 +170,7 @@ class FrontEnd:
         for m in regex.finditer(r"\S+", rw.text):
             try:
                 got = self.g2p(m.group(0), [])
-            except (
-                ValueError,
-                KeyError,
-                IndexError,
-                AssertionError,
-                AttributeError,
-                TypeError,
-                RuntimeError,
-            ):
+            except _G2P_ERRORS:
                 log.warning("%s G2P cannot read %r; it will be silent", self.info.name, m.group(0)[:40])
                 got = []
             for tk in got:

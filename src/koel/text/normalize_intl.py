@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import regex
 from num2words import num2words
 
+from koel.text.normalize import _ROMAN, _roman_value
 from koel.text.rules import Ctx, Rule, RuleNormalizer
 
 
@@ -224,17 +225,7 @@ _LANGS: dict[str, _Lang] = {
         {"&": "और"},
     ),
 }
-_ROMAN = r"(?=[MDCLXVI])M{0,4}(?:CM|CD|D?C{0,3})(?:XC|XL|L?X{0,3})(?:IX|IV|V?I{0,3})"
-_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
 _CENTURY = {"e": "siglo", "f": "siècle", "i": "secolo", "p": "século", "h": "सदी"}
-
-
-def _roman_value(s: str) -> int:
-    total = 0
-    for i, c in enumerate(s):
-        v = _ROMAN_VALUES[c]
-        total += -v if i + 1 < len(s) and _ROMAN_VALUES[s[i + 1]] > v else v
-    return total
 
 
 def _rules(code: str) -> list[Rule]:

@@ -45,13 +45,18 @@ class PeriodDiscriminator(nn.Module):
         if rest:
             x = F.pad(x, (0, rest), mode="reflect")
         x = x.reshape(x.shape[0], 1, -1, self.period)
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
+        return _conv_stack(self.convs, self.post, x)
+
+
+def _conv_stack(convs: nn.ModuleList, post: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, Features]:
+    """Leaky-ReLU conv layers then the output conv: logits [B, N] and every layer's output."""
+    features = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1)
         features.append(x)
-        return x.flatten(1), features
+    x = post(x)
+    features.append(x)
+    return x.flatten(1), features
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -79,13 +84,7 @@ class ResolutionDiscriminator(nn.Module):
             audio.float(), self.n_fft, self.hop, self.win, self.window, center=True, return_complex=True
         ).abs()  # [B, bins, frames]
         x = spec.transpose(1, 2)[:, None].to(audio.dtype)  # [B, 1, frames, bins]
-        features = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1)
-            features.append(x)
-        x = self.post(x)
-        features.append(x)
-        return x.flatten(1), features
+        return _conv_stack(self.convs, self.post, x)
 
 
 class Discriminators(nn.Module):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from koel.text.g2p.base import G2P, FrontEndUnavailable, G2PToken, in_vocab
 from koel.text.languages import LANGUAGES, resolve_language
@@ -33,6 +34,12 @@ def _build(code: str) -> G2P:
 
         return ChineseG2P()
     raise AssertionError(f"no G2P backend {info.backend!r}")
+
+
+def english_word(text: str) -> str:
+    """Phonemes of a Latin-script word inside another language's text (American English G2P)."""
+    english: Any = get_g2p("a")  # the English back end reads single words too
+    return str(english.word(text))
 
 
 def get_g2p(lang: str) -> G2P:

@@ -79,14 +79,12 @@ class ChineseG2P:
         self._jieba: Any = jieba
         self._cn2an: Any = cn2an
         self._word2ipa = ZHG2P.word2ipa
-        self._english: Any = None
 
-    def _latin(self, text: str) -> str:
-        if self._english is None:
-            from koel.text.g2p import get_g2p
+    @staticmethod
+    def _latin(text: str) -> str:
+        from koel.text.g2p import english_word
 
-            self._english = get_g2p("a")
-        return str(self._english.word(text))
+        return english_word(text)
 
     def _han(self, text: str, a: int, b: int) -> list[G2PToken]:
         out, pos = [], a

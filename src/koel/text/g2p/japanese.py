@@ -81,14 +81,12 @@ class JapaneseG2P:
             raise FrontEndUnavailable(
                 f"Japanese G2P needs a MeCab dictionary: pip install unidic-lite ({e})"
             ) from e
-        self._english: Any = None
 
-    def _latin(self, text: str) -> str:
-        if self._english is None:
-            from koel.text.g2p import get_g2p
+    @staticmethod
+    def _latin(text: str) -> str:
+        from koel.text.g2p import english_word
 
-            self._english = get_g2p("a")
-        return str(self._english.word(text))
+        return english_word(text)
 
     def __call__(self, text: str, overrides: list[tuple[int, int, str]]) -> list[G2PToken]:
         out: list[G2PToken] = []
