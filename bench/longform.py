@@ -61,8 +61,14 @@ if mode == "ttfa":
     pipe.synthesize("Warm up.")
     t = time.perf_counter()
     first = next(iter(pipe.stream(text)))
-    print(json.dumps({"ttfa": time.perf_counter() - t, "first_chunk_words": len(first.text.split()),
-                      "first_chunk_seconds": len(first.audio) / 24000}))
+    ttfa = time.perf_counter() - t
+    t = time.perf_counter()
+    pieces = pipe.pieces(text)
+    piece = next(pieces)
+    ttfa_pieces = time.perf_counter() - t
+    print(json.dumps({"ttfa": ttfa, "first_chunk_words": len(first.text.split()),
+                      "first_chunk_seconds": len(first.audio) / 24000, "ttfa_pieces": ttfa_pieces,
+                      "first_piece_seconds": len(piece.audio) / 24000}))
 else:
     from koel.longform import speak_to_file
     t = time.perf_counter()
@@ -107,8 +113,10 @@ def main() -> None:
         words = args.words or 1000
         r = child("ttfa", words, args.engine)
         print(
-            f"time to first audio, {words}-word input ({args.engine}): {r['ttfa']:.3f} s "
-            f"(first chunk: {r['first_chunk_words']} words, {r['first_chunk_seconds']:.2f} s of audio)"
+            f"time to first audio, {words}-word input ({args.engine}): Pipeline.stream {r['ttfa']:.3f} s "
+            f"(first chunk: {r['first_chunk_words']} words, {r['first_chunk_seconds']:.2f} s of audio); "
+            f"Pipeline.pieces (koel say --stream) {r['ttfa_pieces']:.3f} s "
+            f"(first piece {r['first_piece_seconds']:.2f} s of audio)"
         )
     else:
         words = args.words or 20000

@@ -60,7 +60,13 @@ def cmd_say(args: argparse.Namespace) -> int:
     if args.stream or args.output == "-":
         fmt = args.format or "pcm"
         result = speak_to_file(
-            pipe, text, sys.stdout.buffer, fmt=fmt, progress=False, raw_phonemes=args.phonemes
+            pipe,
+            text,
+            sys.stdout.buffer,
+            fmt=fmt,
+            progress=False,
+            raw_phonemes=args.phonemes,
+            low_latency=True,
         )
     else:
         output = Path(args.output or "koel.wav")

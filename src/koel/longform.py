@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -61,9 +61,14 @@ def speak_to_file(
     resume: bool = False,
     progress: bool | None = None,
     keep_words: bool = True,
+    low_latency: bool = False,
     **stream_kwargs,
 ) -> JobResult:
-    """Synthesise ``text`` into ``target`` (path or binary stream) and return timings and words."""
+    """Synthesise ``text`` into ``target`` (path or binary stream) and return timings and words.
+
+    ``low_latency`` writes audio tile by tile as :meth:`Pipeline.pieces` makes it (for pipes into a
+    player); otherwise chunk by chunk (:meth:`Pipeline.stream`). Not with ``resume``.
+    """
     from koel.audio import format_from_path, open_writer
 
     if fmt is None:
@@ -74,15 +79,32 @@ def speak_to_file(
     result = JobResult()
     if not resume or not isinstance(target, (str, Path)):
         with open_writer(target, fmt) as writer:
-            for chunk in pipe.stream(text, **stream_kwargs):
-                writer.write(chunk.audio)
+            for chunk in _chunks_written(pipe, text, writer, low_latency, stream_kwargs):
                 result.seconds += len(chunk.audio) / SAMPLE_RATE
                 result.chunks += 1
                 if keep_words:
                     result.words.extend(chunk.words)
                 tick(chunk)
         return result
+    if low_latency:
+        raise ValueError("low_latency writes as audio is made; it cannot resume a job")
     return _resumable(pipe, text, Path(target), fmt, tick, result, keep_words, stream_kwargs)
+
+
+def _chunks_written(
+    pipe: Pipeline, text: str, writer, low_latency: bool, stream_kwargs
+) -> Iterator[AudioChunk]:  # type: ignore[no-untyped-def]
+    """Write the audio of ``text`` to ``writer``; yield each chunk once all of its audio is written."""
+    if not low_latency:
+        for chunk in pipe.stream(text, **stream_kwargs):
+            writer.write(chunk.audio)
+            yield chunk
+        return
+    for piece in pipe.pieces(text, **stream_kwargs):
+        if len(piece.audio):
+            writer.write(piece.audio)
+        if piece.chunk is not None:
+            yield piece.chunk
 
 
 def _resumable(

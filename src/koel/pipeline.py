@@ -49,6 +49,18 @@ class SynthesisOptions:
                 raise ValueError(f"{name} must be between 0 and 10 seconds, got {value}")
 
 
+@dataclass(frozen=True)
+class AudioPiece:
+    """Audio as soon as it is made (:meth:`Pipeline.pieces`): a time tile of a chunk, or its pause.
+
+    ``chunk`` is set on the last piece of each front-end chunk (its pause, possibly empty): the whole
+    :class:`AudioChunk` with its text, durations and word timestamps.
+    """
+
+    audio: np.ndarray
+    chunk: AudioChunk | None = None
+
+
 @dataclass
 class Utterance:
     """A whole synthesised text: audio, word timestamps and the chunks it was made of."""
@@ -62,6 +74,10 @@ class Utterance:
     def duration(self) -> float:
         return len(self.audio) / self.sample_rate
 
+
+#: First generator tile of :meth:`Pipeline.pieces` (80 frames per second of audio): 0.5 s. A 0.3 s
+#: tile comes 10 ms sooner but its AdaIN statistics are too short: DNSMOS -0.07 (bench/speed.py).
+FIRST_TILE_FRAMES = 40
 
 #: Kokoro's audio runs ahead of its duration alignment: the sound of a token starts about three
 #: frames (75 ms) before the frames the duration predictor gives it. hexgrad's own pipeline shifts
@@ -130,6 +146,32 @@ def word_timestamps(
             WordTimestamp(w.text, offset + float(start), offset + float(end), w.char_start, w.char_end)
         )
     return words
+
+
+class _Lookahead:
+    """An iterator that can tell whether it is exhausted (by fetching the next item only when asked)."""
+
+    _EMPTY = object()
+
+    def __init__(self, items: Iterable[PhonemeChunk]) -> None:
+        self._items = iter(items)
+        self._next: object = self._EMPTY
+
+    def __iter__(self) -> _Lookahead:
+        return self
+
+    def __next__(self) -> PhonemeChunk:
+        if self._next is self._EMPTY:
+            return next(self._items)
+        item, self._next = self._next, self._EMPTY
+        if item is None:
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def at_end(self) -> bool:
+        if self._next is self._EMPTY:
+            self._next = next(self._items, None)
+        return self._next is None
 
 
 class Pipeline:
@@ -309,7 +351,7 @@ class Pipeline:
         language = self.language_for(v, lang)
         offset = 0.0
         pending: list[PhonemeChunk] = []
-        source = self._lookahead(
+        source = _Lookahead(
             self.chunks(
                 text,
                 lang=language,
@@ -317,30 +359,76 @@ class Pipeline:
                 first_chunk_phonemes=options.first_chunk_phonemes,
             )
         )
-        for chunk, last in source:
+        for chunk in source:
             if chunk.index < skip_chunks:
                 continue
             pending.append(chunk)
-            if len(pending) < batch_size and not last:
+            if len(pending) < batch_size and not source.at_end():
                 continue
             results = self.engine.run([self._request(c, v, options.speed) for c in pending])
             for i, (c, r) in enumerate(zip(pending, results, strict=False)):
-                out = self._assemble(c, r, v, offset, last and i == len(pending) - 1, options)
+                last = i == len(pending) - 1 and source.at_end()  # asked after synthesis: no wait for G2P
+                out = self._assemble(c, r, v, offset, last, options)
                 offset += len(out.audio) / SAMPLE_RATE
                 yield out
             pending = []
 
-    @staticmethod
-    def _lookahead(chunks: Iterable[PhonemeChunk]) -> Iterator[tuple[PhonemeChunk, bool]]:
-        it = iter(chunks)
-        try:
-            prev = next(it)
-        except StopIteration:
-            return
-        for chunk in it:
-            yield prev, False
-            prev = chunk
-        yield prev, True
+    def pieces(
+        self,
+        text: str,
+        *,
+        voice: str | Voice | None = None,
+        lang: str | None = None,
+        speed: float | None = None,
+        raw_phonemes: bool = False,
+        options: SynthesisOptions | None = None,
+        first_tile_frames: int = FIRST_TILE_FRAMES,
+        tile_growth: float = 2.0,
+    ) -> Iterator[AudioPiece]:
+        """Yield audio as soon as it is made: the lowest-latency way to play or pipe speech.
+
+        The chunks are those of :meth:`stream`. On engines that stream (the default ``fast``
+        engine), the first chunk's generator runs in time tiles, the first of ``first_tile_frames``
+        frames (80 per second) and each next ``tile_growth`` times longer, so the first audio is
+        ready after a fraction of the chunk's compute and every tile is made while earlier ones
+        play; later chunks stream in the engine's own tiles. Tiled audio approximates
+        :meth:`stream`'s (AdaIN statistics over the tiles so far; bench/speed.py measures both).
+        Other engines yield each chunk whole.
+        """
+        options = options or self.options
+        if speed is not None:
+            options = replace(options, speed=speed)
+        v = self.get_voice(voice)
+        source = _Lookahead(
+            self.chunks(
+                text,
+                lang=self.language_for(v, lang),
+                raw_phonemes=raw_phonemes,
+                first_chunk_phonemes=options.first_chunk_phonemes,
+            )
+        )
+        stream = getattr(self.engine, "stream", None)
+        offset = 0.0
+        for chunk in source:
+            request = self._request(chunk, v, options.speed)
+            if stream is None:
+                result = self.engine.run([request])[0]
+                yield AudioPiece(result.audio)
+                made = [result.audio]
+                durations = result.durations
+            else:
+                tiles = {"first_frames": first_tile_frames, "growth": tile_growth} if chunk.index == 0 else {}
+                durations, audio_pieces = stream(request, **tiles)
+                made = []
+                for audio in audio_pieces:
+                    made.append(audio)
+                    yield AudioPiece(audio)
+            last = source.at_end()  # the next chunk's G2P runs after this chunk's audio is out
+            whole = self._assemble(
+                chunk, EngineResult(np.concatenate(made), durations), v, offset, last, options
+            )
+            offset += len(whole.audio) / SAMPLE_RATE
+            yield AudioPiece(whole.audio[sum(len(a) for a in made) :], whole)
 
     def synthesize(self, text: str, **kwargs) -> Utterance:
         """The whole utterance at once (chunks computed in padded batches of ``batch_size``)."""

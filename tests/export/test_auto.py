@@ -54,7 +54,7 @@ def test_preference_and_environment_override(tiny_model, monkeypatch):
 
 def test_fast_engine_batches_like_single_calls(tiny_model):
     tiny_model.fold_weight_norm()
-    engine = FastTorchEngine(tiny_model, precision="fp32", max_batch=8)
+    engine = FastTorchEngine(tiny_model, precision="fp32", max_batch=8, tile_frames=0)
     requests = _requests(4)
     together = engine.run(requests)
     for req, res in zip(requests, together, strict=True):
@@ -109,6 +109,26 @@ def test_onnx_engine_refuses_pytorch_weights_and_torch_refuses_onnx_files():
         default_engine("onnx", "cpu", source="kokoro-v1_0.pth")
     with pytest.raises(EngineChoiceError, match="--engine onnx"):
         default_engine("fast", "cpu", source="model.onnx")
+
+
+def test_fast_engine_tiles_long_utterances_only(tiny_model):
+    tiny_model.fold_weight_norm()
+    requests = _requests(3)
+    untiled = FastTorchEngine(tiny_model, precision="fp32", tile_frames=1 << 20).run(requests)  # one tile
+    reference = TorchEngine(tiny_model).run(requests)
+    for a, b in zip(untiled, reference, strict=True):
+        assert a.durations.tolist() == b.durations.tolist()
+        assert np.abs(a.audio - b.audio).max() <= 1e-4 * np.abs(b.audio).max()
+    frames = [int(r.durations.sum()) * 2 for r in untiled]  # generator frames: 2 per duration frame
+    engine = FastTorchEngine(tiny_model, precision="fp32", tile_frames=max(frames) // 3)
+    assert engine.tile_frames == max(frames) // 3
+    for request, plain, n in zip(requests, untiled, frames, strict=True):
+        (tiled,) = engine.run([request])
+        assert tiled.durations.tolist() == plain.durations.tolist() and len(tiled.audio) == len(plain.audio)
+        if n <= engine.tile_frames:  # within one tile: computed untiled
+            assert np.abs(tiled.audio - plain.audio).max() <= 1e-4 * np.abs(plain.audio).max()
+    with pytest.raises(ValueError, match="tile_frames"):
+        FastTorchEngine(tiny_model, tile_frames=-1)
 
 
 def test_fast_engine_streams_tiles_that_add_up(tiny_model):

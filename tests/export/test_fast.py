@@ -194,10 +194,69 @@ def test_tiles_cover_the_utterance_and_one_tile_is_exact(tiny_model):
     whole = stream_tiles(tiny_model, ids, style, first_frames=1 << 20)
     assert torch.equal(whole.durations, ref.durations[0])
     assert torch.allclose(torch.cat(list(whole.pieces)), ref.audio[0], atol=1e-5)
-    tiles = stream_tiles(tiny_model, ids, style, first_frames=3, frames=5, margin=2)
+    tiles = stream_tiles(tiny_model, ids, style, first_frames=3, frames=5, margin=2, overlap=0)
     pieces = list(tiles.pieces)
-    assert len(pieces[0]) == 3 * 300 and all(len(p) <= 5 * 300 for p in pieces[1:])
+    assert len(pieces[0]) == 3 * 300 and all(len(p) <= 5 * 300 + 300 for p in pieces[1:])
     assert sum(len(p) for p in pieces) == 600 * int(tiles.durations.sum())
+    faded = list(stream_tiles(tiny_model, ids, style, first_frames=3, frames=5, margin=2, overlap=2).pieces)
+    assert len(faded[0]) == 3 * 300 - 300  # the first edge's crossfade starts one frame early
+    assert sum(len(p) for p in faded) == 600 * int(tiles.durations.sum())
+
+
+def test_tile_bounds_merge_a_sliver_into_the_last_tile():
+    from koel.model.fast import tile_bounds
+
+    assert tile_bounds(10, 3, 4) == [0, 3, 7, 10]
+    assert tile_bounds(1000, 400, 400) == [0, 400, 800, 1000]  # 200 left over: its own tile
+    assert tile_bounds(1050, 400, 400) == [0, 400, 800, 1050]
+    assert tile_bounds(850, 400, 400) == [0, 400, 850]  # 50 left over would be a sliver
+    assert tile_bounds(300, 400, 400) == [0, 300]
+
+
+class _PointwiseGenerator:
+    """A generator whose output at each step depends on that step only: tiling must reproduce it exactly."""
+
+    hop = 5
+
+    def __call__(self, x, s, f0, har=None):
+        return har * (1 + x.mean())  # x is constant, so every tile sees the same factor
+
+    def spectrogram_to_audio(self, spec):
+        return spec[:, 0, :-1].repeat_interleave(self.hop, dim=-1)
+
+
+@pytest.mark.parametrize("overlap", [0, 2, 8])
+def test_tiles_crossfade_back_to_the_untiled_signal(overlap):
+    from koel.model.fast import generate_tiles, tile_bounds
+
+    n, per = 57, 60
+    x = torch.ones(1, 4, n)
+    har = torch.sin(torch.arange(per * n + 1, dtype=torch.float32) * 0.013).reshape(1, 1, -1).repeat(1, 3, 1)
+    gen = _PointwiseGenerator()
+    whole = torch.cat(list(generate_tiles(gen, x, None, har, [0, n], margin=8, overlap=overlap)))
+    expected = gen.spectrogram_to_audio(har * 2)[0]
+    assert torch.equal(whole, expected)
+    bounds = tile_bounds(n, 7, 12)
+    pieces = list(generate_tiles(gen, x, None, har, bounds, margin=8, overlap=overlap))
+    assert len(pieces) == len(bounds) - 1
+    assert torch.allclose(torch.cat(pieces), expected, atol=1e-6)
+
+
+def test_tile_overlap_must_fit_the_margin():
+    from koel.model.fast import generate_tiles
+
+    with pytest.raises(ValueError, match="overlap"):
+        next(
+            generate_tiles(
+                _PointwiseGenerator(),
+                torch.ones(1, 1, 9),
+                None,
+                torch.ones(1, 1, 541),
+                [0, 9],
+                margin=2,
+                overlap=4,
+            )
+        )
 
 
 def test_tiles_refuse_batches_and_bad_sizes(tiny_model):
@@ -209,3 +268,26 @@ def test_tiles_refuse_batches_and_bad_sizes(tiny_model):
         stream_tiles(tiny_model, ids, torch.randn(2, 32))
     with pytest.raises(ValueError, match="positive"):
         stream_tiles(tiny_model, ids[:1], torch.randn(1, 32), first_frames=0)
+
+
+def test_running_statistics_normalise_a_tile_over_everything_so_far():
+    from koel.model.fast import _RUNNING_STATS, adain_snake
+    from koel.model.layers import AdaIN1d
+
+    torch.manual_seed(5)
+    norm = AdaIN1d(16, 8)
+    s, alpha = torch.randn(1, 16), torch.rand(1, 8, 1) + 0.5
+    # a large mean next to a small spread: the case where one-pass variance formulas lose digits
+    x = torch.randn(1, 8, 300) * 0.05 + 40 * torch.randn(1, 8, 1)
+    whole = adain_snake(x, norm, s, alpha)
+    token = _RUNNING_STATS.set({})
+    try:
+        pieces = [adain_snake(x[..., a:b], norm, s, alpha) for a, b in ((0, 70), (70, 180), (180, 300))]
+    finally:
+        _RUNNING_STATS.reset(token)
+    # each piece saw the statistics of everything up to its end; the last saw the whole span
+    assert torch.allclose(pieces[-1], whole[..., 180:], atol=1e-3, rtol=1e-3)
+    upto = adain_snake(x[..., :180], norm, s, alpha)
+    assert torch.allclose(pieces[1], upto[..., 70:], atol=1e-3, rtol=1e-3)
+    assert torch.allclose(pieces[0], adain_snake(x[..., :70], norm, s, alpha), atol=1e-3, rtol=1e-3)
+    assert not torch.allclose(pieces[0], whole[..., :70], atol=1e-2)  # the first piece saw only itself

@@ -46,6 +46,55 @@ def test_stream_equals_one_shot_with_the_real_model(real_engine):
     assert [w.word for w in whole.words] == [w.word for c in streamed for w in c.words]
 
 
+@pytest.fixture(scope="module")
+def fast_engine(real_model):
+    import copy
+
+    from koel.backends.auto import FastTorchEngine
+
+    return FastTorchEngine(copy.deepcopy(real_model))  # accelerate() changes a model in place
+
+
+def test_pieces_come_early_and_add_up_to_the_stream(fast_engine):
+    import torch
+
+    from koel.dsp import log_mel
+    from koel.pipeline import FIRST_TILE_FRAMES
+
+    pipe = Pipeline(fast_engine, voice="jf_alpha", lang="a")
+    torch.manual_seed(0)
+    chunks = list(pipe.stream(TEXT))
+    torch.manual_seed(0)
+    pieces = list(pipe.pieces(TEXT))
+    assert 0 < len(pieces[0].audio) <= FIRST_TILE_FRAMES * 300 and pieces[0].chunk is None
+    finished = [p.chunk for p in pieces if p.chunk is not None]
+    assert len(finished) == len(chunks) and len(pieces) > 2 * len(chunks)
+    for a, b in zip(finished, chunks, strict=True):
+        assert a.durations.tolist() == b.durations.tolist() and len(a.audio) == len(b.audio)
+        assert [w.word for w in a.words] == [w.word for w in b.words]
+        assert max(abs(x.start - y.start) for x, y in zip(a.words, b.words, strict=True)) < 0.1
+    joined = np.concatenate([p.audio for p in pieces])
+    assert np.array_equal(joined, np.concatenate([c.audio for c in finished]))
+    # tiles normalise over the audio made so far, not over the whole chunk: close, not equal
+    x = log_mel(torch.from_numpy(joined)[None]).numpy().ravel()
+    y = log_mel(torch.from_numpy(np.concatenate([c.audio for c in chunks]))[None]).numpy().ravel()
+    assert float(np.corrcoef(x, y)[0, 1]) > 0.97  # measured 0.98; unrelated speech scores ~0.6
+
+
+def test_pieces_of_an_engine_that_cannot_stream_are_its_chunks(fake_pipe):
+    chunks = list(fake_pipe.stream(TEXT))
+    pieces = list(fake_pipe.pieces(TEXT))
+    assert np.array_equal(
+        np.concatenate([p.audio for p in pieces]), np.concatenate([c.audio for c in chunks])
+    )
+    assert [p.chunk.text for p in pieces if p.chunk is not None] == [c.text for c in chunks]
+
+
+def test_low_latency_output_cannot_resume(fake_pipe, tmp_path):
+    with pytest.raises(ValueError, match="resume"):
+        speak_to_file(fake_pipe, TEXT, tmp_path / "x.wav", resume=True, low_latency=True)
+
+
 def test_chunks_carry_everything(fake_pipe):
     chunks = list(fake_pipe.stream(TEXT))
     assert [c.index for c in chunks] == list(range(len(chunks)))

@@ -222,7 +222,7 @@ def test_idle_hook_runs_once_per_busy_spell(fake_engine):
 
 
 def test_trimmer_is_rate_limited(monkeypatch):
-    from koel.serve import memory
+    from koel import memory
 
     calls = []
     monkeypatch.setattr(memory, "trim", lambda: calls.append(1) or True)
@@ -239,13 +239,13 @@ def test_trimmer_is_rate_limited(monkeypatch):
 def test_malloc_tuning_and_trim_on_glibc():
     import platform
 
-    from koel.serve import memory
+    from koel import memory
 
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc tuning is glibc-only")
     assert isinstance(memory.trim(), bool)
     # mallopt changes the whole process: try it in a child, not in the test runner
-    code = "from koel.serve.memory import tune_malloc; raise SystemExit(0 if tune_malloc() else 1)"
+    code = "from koel.memory import tune_malloc; raise SystemExit(0 if tune_malloc() else 1)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 

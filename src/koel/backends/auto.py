@@ -13,8 +13,6 @@ choice, and ``device`` (or ``KOEL_DEVICE``) to pin the PyTorch device.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 from collections.abc import Iterator
@@ -22,13 +20,16 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from koel.backends.base import Engine, EngineRequest
+from koel.backends.base import Engine, EngineRequest, EngineResult
 from koel.backends.torch_engine import TorchEngine, select_device
 from koel.model import KokoroModel
 
 log = logging.getLogger(__name__)
 
 ENGINES = ("fast", "onnx", "torch")
+#: Generator tile on CPU for long chunks (5 s of audio): peak memory of a 30 s chunk then stays
+#: within ~200 MB of a short sentence's (bench/longform.py memory; quality in bench/tiling.py).
+CPU_TILE_FRAMES = 400
 
 
 class EngineChoiceError(ValueError):
@@ -40,33 +41,70 @@ class FastTorchEngine(TorchEngine):
 
     ``max_batch`` defaults to 1 on CPU, where padded batches lower throughput (bench/speed.py:
     0.6x at batches of 8 on 2 cores), and to 8 on GPUs.
+
+    ``tile_frames`` (default ``KOEL_TILE_FRAMES`` or :data:`CPU_TILE_FRAMES` on CPU, off on GPUs) bounds memory on long
+    chunks: a CPU utterance longer than that many generator frames (80 per second of audio) runs its
+    generator in crossfaded time tiles (:func:`koel.model.fast.generate_tiles`), so the activations,
+    about 40 MB per second of audio, stay those of one tile. Shorter utterances are untiled.
     """
 
     name = "fast"
 
-    def __init__(self, model: KokoroModel, *, precision: str = "auto", max_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        model: KokoroModel,
+        *,
+        precision: str = "auto",
+        max_batch: int | None = None,
+        tile_frames: int | None = None,
+    ) -> None:
         from koel.model.fast import accelerate
 
         self.dtype = accelerate(model, precision)
+        cpu = model.device.type == "cpu"
         if max_batch is None:
-            max_batch = 1 if model.device.type == "cpu" else 8
+            max_batch = 1 if cpu else 8
+        if tile_frames is None:
+            tile_frames = int(os.environ.get("KOEL_TILE_FRAMES", CPU_TILE_FRAMES)) if cpu else 0
+        if tile_frames < 0:
+            raise ValueError(f"tile_frames must be >= 0 (0: never tile), got {tile_frames}")
+        self.tile_frames = tile_frames
         super().__init__(model, max_batch=max_batch)
 
+    def _run_batch(self, requests: list[EngineRequest]) -> list[EngineResult]:
+        if len(requests) > 1 or not self.tile_frames:
+            return super()._run_batch(requests)
+        durations, pieces = self.stream(requests[0], first_frames=self.tile_frames, frames=self.tile_frames)
+        return [EngineResult(audio=np.concatenate(list(pieces)), durations=durations)]
+
     def stream(
-        self, request: EngineRequest, *, first_frames: int = 80, frames: int | None = None
+        self,
+        request: EngineRequest,
+        *,
+        first_frames: int = 80,
+        frames: int | None = None,
+        growth: float = 1.0,
     ) -> tuple[np.ndarray, Iterator[np.ndarray]]:
         """(durations, audio pieces) of one utterance, its generator run in time tiles (early first audio).
 
-        The first piece covers ``first_frames`` generator frames (80 per second of audio), the rest
-        come in pieces of ``frames`` (default: the rest in one piece). Tiles normalise over their own
-        span, an approximation of the untiled audio (see :func:`koel.model.fast.stream_tiles`).
+        The first piece covers ``first_frames`` generator frames (80 per second of audio); each next
+        one is ``growth`` times longer, up to ``frames`` (default: ``tile_frames``, or the rest in one
+        piece when tiling is off). Tiled audio approximates the untiled audio (AdaIN statistics, see
+        :func:`koel.model.fast.generate_tiles`); an utterance within one tile is computed untiled.
         """
         from koel.model.fast import stream_tiles
 
         ids = torch.tensor([request.ids])
         style = torch.as_tensor(request.style, dtype=torch.float32).reshape(1, -1)
+        frames = frames or self.tile_frames or 1 << 30
         tiles = stream_tiles(
-            self.model, ids, style, request.speed, first_frames=first_frames, frames=frames or 1 << 30
+            self.model,
+            ids,
+            style,
+            request.speed,
+            first_frames=first_frames,
+            frames=frames,
+            growth=growth,
         )
         return tiles.durations.cpu().numpy(), (piece.cpu().numpy() for piece in tiles.pieces)
 
@@ -75,12 +113,10 @@ _TUNED = False
 
 
 def tune_cpu_process(threads: int | None = None) -> None:
-    """Thread count and allocator settings for CPU inference in this process (idempotent).
+    """Thread count and allocator policy for CPU inference in this process (idempotent).
 
     * ``threads`` (default: the CPUs this process may use) for torch's intra-op pool;
-    * glibc malloc keeps freed blocks instead of unmapping them, so the large activations of every
-      layer reuse warm pages rather than page-faulting fresh ones: about 10% faster on CPU, at the
-      cost of keeping the peak heap mapped.
+    * koel's allocator policy (:func:`koel.memory.tune_malloc`), unless ``KOEL_KEEP_MALLOC`` is set.
     """
     global _TUNED
     from koel.backends.onnx_engine import cpu_threads
@@ -89,18 +125,10 @@ def tune_cpu_process(threads: int | None = None) -> None:
     if _TUNED:
         return
     _TUNED = True
-    name = ctypes.util.find_library("c")
-    if not name or os.environ.get("KOEL_KEEP_MALLOC"):
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
-        return
-    m_trim_threshold, m_mmap_max = -1, -4
-    mallopt(m_mmap_max, 0)
-    mallopt(m_trim_threshold, 1 << 30)
-    log.debug("malloc tuned for large reused activations")
+    if not os.environ.get("KOEL_KEEP_MALLOC"):
+        from koel.memory import tune_malloc
+
+        tune_malloc()
 
 
 def available_engines() -> list[str]:
@@ -166,6 +194,7 @@ def default_engine(
 
 
 __all__ = [
+    "CPU_TILE_FRAMES",
     "ENGINES",
     "EngineChoiceError",
     "FastTorchEngine",

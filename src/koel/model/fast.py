@@ -24,6 +24,7 @@ import math
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar, copy_context
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, cast
 
@@ -45,6 +46,13 @@ log = logging.getLogger(__name__)
 Precision = Literal["auto", "fp32", "bf16"]
 
 _EPS = 1e-5  # instance-norm epsilon of AdaIN1d
+
+#: While a tiled generator runs: AdaIN statistics accumulated over the tiles so far, per norm module
+#: (mean, centred sum of squares, count), so each tile normalises over everything from the utterance's start
+#: to its own end rather than over its own span alone (see :func:`generate_tiles`).
+_RUNNING_STATS: ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor, int]] | None] = ContextVar(
+    "koel_running_adain_stats", default=None
+)
 
 
 def exporting() -> bool:
@@ -82,7 +90,26 @@ def adain_snake(
     """
     gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
     x = x.float()  # mixed-dtype element-wise ops are slow in eager mode: convert once
-    if mask is None and not exporting():
+    running = _RUNNING_STATS.get()
+    if mask is None and running is not None and not exporting():
+        # this span's mean and centred sum of squares, merged with the earlier tiles' (Chan et al.),
+        # in float64: exact enough whatever the ratio of mean to spread
+        count = x.shape[-1]
+        local = x.mean(dim=-1, keepdim=True)
+        y = x - local
+        m2 = torch.linalg.vector_norm(y, dim=-1, keepdim=True).double().square_()
+        mean64 = local.double()
+        if id(norm) in running:
+            prev_mean, prev_m2, prev_count = running[id(norm)]
+            total = prev_count + count
+            delta = mean64 - prev_mean
+            mean64 = prev_mean + delta * (count / total)
+            m2 = prev_m2 + m2 + delta.square() * (prev_count * count / total)
+            count = total
+        running[id(norm)] = (mean64, m2, count)
+        scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + _EPS)
+        y.mul_(scale).add_(beta - (mean64 - local.double()).float() * scale)
+    elif mask is None and not exporting():
         mean = x.mean(dim=-1, keepdim=True)
         mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
         var = mean_sq - mean.square()
@@ -98,10 +125,10 @@ def adain_snake(
         y = x - x.mean(dim=-1, keepdim=True)
         y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
     else:
-        count = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
-        mean = (x * mask).sum(dim=-1, keepdim=True) / count  # cascade sum: a GEMV loses digits here
+        valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
+        mean = (x * mask).sum(dim=-1, keepdim=True) / valid  # cascade sum: a GEMV loses digits here
         y = (x - mean).mul_(mask)
-        var = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_() / count
+        var = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_() / valid
         y.mul_((1 + gamma) * torch.rsqrt(var + _EPS)).add_(beta)
     t = _sin_(torch.mul(y, alpha))
     y.addcmul_(t.mul_(t), alpha.reciprocal())
@@ -202,15 +229,17 @@ class BlockDFTConv1d(nn.Module):
         batch, _, length = x.shape
         n_blocks = -(-length // self.step)
         left = (self.span - 1) // 2
-        padded = F.pad(x.to(self.mixing.dtype), (left, n_blocks * self.step + self.span - 1 - length - left))
+        # One name for every stage, so each intermediate (1.3-1.7x the input) is freed as soon as the
+        # next exists: at most two are alive, which keeps the generator's memory per second of audio low.
+        t = F.pad(x.to(self.mixing.dtype), (left, n_blocks * self.step + self.span - 1 - length - left))
         # rows ordered (channel, item, block), so each bin of the spectrum is a [2 C_in, B n] matrix
-        blocks = padded.unfold(-1, self.block, self.step).transpose(0, 1).reshape(-1, self.block)
-        spectrum = (self.analysis @ blocks.t()).view(self.mixing.shape[0], -1, batch * n_blocks)
-        mixed = torch.bmm(self.mixing, spectrum)  # [bins, (Re, Im) x C_out, B n]
+        t = t.unfold(-1, self.block, self.step).transpose(0, 1).reshape(-1, self.block)
+        t = (self.analysis @ t.t()).view(self.mixing.shape[0], -1, batch * n_blocks)
+        t = torch.bmm(self.mixing, t)  # [bins, (Re, Im) x C_out, B n]
         if self.dc_bias is not None:
-            mixed[0, : self.c_out].add_(self.dc_bias)
-        out = mixed.view(-1, self.c_out * batch * n_blocks).t() @ self.synthesis  # [C_out B n, step]
-        return out.view(self.c_out, batch, n_blocks * self.step)[..., :length].transpose(0, 1)
+            t[0, : self.c_out].add_(self.dc_bias)
+        t = t.view(-1, self.c_out * batch * n_blocks).t() @ self.synthesis  # [C_out B n, step]
+        return t.view(self.c_out, batch, n_blocks * self.step)[..., :length].transpose(0, 1)
 
     def _traceable(self, x: torch.Tensor) -> torch.Tensor:
         """The same computation for ONNX tracing (batch 1): block count from tensor ops, gathered blocks."""
@@ -267,12 +296,14 @@ class FastAdaINResBlock1(AdaINResBlock1):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x.float()
+        owned = False  # x is the caller's tensor (shared by parallel blocks) until the first add
         for conv1, conv2, norm1, norm2, alpha1, alpha2 in zip(
             self.fast1, self.fast2, self.adain1, self.adain2, self.alpha1, self.alpha2, strict=True
         ):
             t = conv1(adain_snake(x, norm1, s, alpha1, mask, self.dtype))
             t = conv2(adain_snake(t, norm2, s, alpha2, mask, self.dtype))
-            x = x + t.float()  # fp32 residual stream
+            x = x.add_(t) if owned else x + t.float()  # fp32 residual stream
+            owned = True
         return x
 
 
@@ -356,10 +387,11 @@ class BranchPool:
     def submit(self, fn, *args) -> Future:  # type: ignore[no-untyped-def]
         """Run ``fn(*args)`` on a worker, under the caller's grad mode (it is per thread)."""
         grad = torch.is_grad_enabled()
+        context = copy_context()  # the caller's context variables (a tiled run's statistics)
 
         def task():  # type: ignore[no-untyped-def]
             with torch.set_grad_enabled(grad):
-                return fn(*args)
+                return context.run(fn, *args)
 
         return self._pool.submit(task)
 
@@ -418,18 +450,18 @@ class ConcurrentGenerator(Generator):
     ) -> torch.Tensor:
         """As :meth:`Generator.forward`; ``har`` passes precomputed harmonic features (then ``f0`` is unused)."""
         pool = branch_pool() if x.device.type == "cpu" and not exporting() else None
+        if pool is None:
+            return super().forward(x, s, f0, f0_lengths, har)
         if har is None:
             if f0 is None:
                 raise ValueError("the generator needs f0 or precomputed harmonic features")
-            if pool is None:
-                return super().forward(x, s, f0, f0_lengths)
             har = self.harmonic_features(f0, f0_lengths)
         masks = self._masks(x, f0_lengths)
         n, k = self.num_upsamples, self.num_kernels
         noise: list[Future | torch.Tensor | None] = [None] * n
         for i in reversed(range(n)):  # the late stages' noise branches are the longest: start them first
             task = lambda i=i: self.noise_res[i](self.noise_convs[i](har), s, masks[i + 1])  # noqa: E731
-            noise[i] = task() if pool is None else pool.submit(task)
+            noise[i] = pool.submit(task)
         for i in range(n):
             x = self.ups[i](apply_mask(F.leaky_relu(x, 0.1), masks[i]))
             if i == n - 1:
@@ -437,11 +469,9 @@ class ConcurrentGenerator(Generator):
             source = noise[i]
             x = x + cast(torch.Tensor, source.result() if isinstance(source, Future) else source)
             blocks = [self.resblocks[i * k + j] for j in range(k)]
-            if pool is None:
-                branches = [block(x, s, masks[i + 1]) for block in blocks]
-            else:  # longest kernels first, summed in the reference order
-                futures = [pool.submit(block, x, s, masks[i + 1]) for block in reversed(blocks)]
-                branches = [f.result() for f in reversed(futures)]
+            # longest kernels first, summed in the reference order
+            futures = [pool.submit(block, x, s, masks[i + 1]) for block in reversed(blocks)]
+            branches = [f.result() for f in reversed(futures)]
             xs = branches[0]
             for branch in branches[1:]:
                 xs = xs + branch
@@ -482,6 +512,86 @@ def _decoder_features(
     return cast(torch.Tensor, x)
 
 
+def tile_bounds(n: int, first_frames: int, frames: int, growth: float = 1.0) -> list[int]:
+    """Tile edges over ``n`` frames: a first tile of ``first_frames``, each next one ``growth`` times
+    longer, up to ``frames``.
+
+    Growing tiles suit streaming: a short first tile is ready early, and each later tile is computed
+    while the ones before it play. A last tile shorter than a quarter of ``frames`` joins the one
+    before it (a sliver would carry too little context for its own statistics).
+    """
+    if growth < 1.0:
+        raise ValueError(f"tile growth must be >= 1, got {growth}")
+    bounds, size = [0], float(first_frames)
+    while bounds[-1] < n:
+        bounds.append(min(n, bounds[-1] + max(1, round(size))))
+        size = min(float(frames), size * growth) if growth > 1.0 else float(frames)
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < frames // 4:
+        del bounds[-2]
+    return bounds
+
+
+def generate_tiles(
+    gen: Generator,
+    x: torch.Tensor,
+    s: torch.Tensor,
+    har: torch.Tensor,
+    bounds: list[int],
+    *,
+    margin: int = 16,
+    overlap: int = 8,
+    running_stats: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Run the generator over ``x`` [1, C, n] (80 Hz) tile by tile; yield consecutive audio pieces.
+
+    Tile k covers frames ``bounds[k]:bounds[k+1]``, computed with ``margin`` frames of context on
+    both sides (the generator's receptive field is about 8 frames). Neighbouring tiles are
+    crossfaded over ``overlap`` frames centred on their common edge, so the small level and timbre
+    differences that come from tiled AdaIN statistics never meet in a step. The harmonic source
+    ``har`` is computed once for the whole utterance, so its phase runs on.
+
+    The untiled generator normalises each AdaIN layer over the whole utterance. With
+    ``running_stats`` (the default) a tile normalises over all frames computed so far, its own
+    included: the last tile sees the whole utterance's statistics and the first only its own
+    (margins counted twice, about 8% of 400-frame tiles); otherwise each tile uses its own span.
+    Fused AdaIN layers (:func:`accelerate`) only; the reference blocks always use their own span.
+    """
+    if not 0 <= overlap <= margin:
+        raise ValueError(f"overlap must be between 0 and margin ({margin}), got {overlap}")
+    n = x.shape[-1]
+    per = (har.shape[-1] - 1) // n  # spectrogram frames per input frame (60)
+    hop = gen.hop * per  # samples per input frame (300)
+    # half-width of each edge's crossfade (samples): ``overlap / 2`` frames where both tiles have
+    # that much context and neither tile is shorter than its two crossfades
+    halves = (
+        [0]
+        + [
+            min(overlap * hop // 2, hop * min(b - a, c - b) // 2)
+            for a, b, c in zip(bounds[:-2], bounds[1:-1], bounds[2:], strict=True)
+        ]
+        + [0]
+    )
+    tail = torch.zeros(0)
+    running: dict[int, tuple[torch.Tensor, torch.Tensor, int]] | None = {} if running_stats else None
+    for k in range(len(bounds) - 1):
+        start, end = bounds[k], bounds[k + 1]
+        lo, hi = max(0, start - margin), min(n, end + margin)
+        token = _RUNNING_STATS.set(running)
+        try:
+            spec = gen(x[..., lo:hi], s, None, har=har[..., per * lo : per * hi + 1])
+        finally:
+            _RUNNING_STATS.reset(token)
+        audio = gen.spectrogram_to_audio(spec)[0].float()
+        h0, h1 = halves[k], halves[k + 1]
+        stop = hop * (end - lo) - h1
+        piece = audio[hop * (start - lo) - h0 : stop]
+        if h0:
+            fade = (torch.arange(2 * h0, device=audio.device, dtype=audio.dtype) + 0.5) / (2 * h0)
+            piece = torch.cat([tail * (1 - fade) + piece[: 2 * h0] * fade, piece[2 * h0 :]])
+        tail = audio[stop : stop + 2 * h1]
+        yield piece
+
+
 def stream_tiles(
     model: KokoroModel,
     input_ids: torch.Tensor,
@@ -490,17 +600,20 @@ def stream_tiles(
     *,
     first_frames: int = 24,
     frames: int = 160,
-    margin: int = 8,
+    margin: int = 16,
+    overlap: int = 8,
+    running_stats: bool = True,
+    growth: float = 1.0,
 ) -> TileStream:
-    """Synthesize one utterance with the generator run in time tiles, so its first audio is ready early.
+    """Synthesize one utterance with the generator run in time tiles (early first audio, bounded memory).
 
     The text side, durations, F0/energy and the decoder run on the whole utterance (about a tenth
     of the work); the generator then runs on tiles of ``first_frames`` and then ``frames``
-    generator-input frames (80 Hz, 300 samples each), each widened by ``margin`` frames of context
-    on both sides (the generator's receptive field is about 8 frames) and cut back. The harmonic
-    source is computed once, so its phase runs on across tiles. What tiles cannot reproduce is
-    AdaIN's statistics, which the untiled generator takes over the whole utterance: each tile
-    normalises over its own span, an approximation measured in bench/speed.py (ttfa section).
+    generator-input frames (80 Hz, 300 samples each; tiles grow by ``growth`` from the first to
+    ``frames``, see :func:`tile_bounds`) through :func:`generate_tiles`. What tiles
+    cannot reproduce exactly is AdaIN's statistics, which the untiled generator takes over the
+    whole utterance (see ``running_stats`` there); the approximation is measured in bench/tiling.py
+    and bench/speed.py (ttfa section).
     """
     if first_frames < 1 or frames < 1 or margin < 0:
         raise ValueError(f"tile sizes must be positive, got first_frames={first_frames}, frames={frames}")
@@ -523,18 +636,19 @@ def stream_tiles(
             f0, energy = model.predictor.f0_energy(d.transpose(1, 2) @ alignment, s_p, None)
             asr = model.text_encoder(ids, None, None) @ alignment
             x = _decoder_features(model.decoder, asr, f0, energy, s_a)
-            gen = cast(ConcurrentGenerator, model.decoder.generator)
+            gen = cast(Generator, model.decoder.generator)
             har = gen.harmonic_features(f0)
-            per = har.shape[-1] // x.shape[-1]  # spectrogram frames per input frame (60)
-            hop = gen.hop * per  # samples per input frame (300)
-            n, start, size = x.shape[-1], 0, first_frames
-            while start < n:
-                end = min(n, start + size)
-                lo, hi = max(0, start - margin), min(n, end + margin)
-                spec = gen(x[..., lo:hi], s_a, None, har=har[..., per * lo : per * hi + 1])
-                audio = gen.spectrogram_to_audio(spec)[0]
-                yield audio[hop * (start - lo) : hop * (end - lo)].float()
-                start, size = end, frames
+            bounds = tile_bounds(x.shape[-1], first_frames, frames, growth)
+            yield from generate_tiles(
+                gen,
+                x,
+                s_a,
+                har,
+                bounds,
+                margin=margin,
+                overlap=overlap,
+                running_stats=running_stats,
+            )
 
     return TileStream(durations[0], pieces())
 
@@ -611,8 +725,10 @@ __all__ = [
     "adain_snake",
     "bf16_is_fast",
     "branch_pool",
+    "generate_tiles",
     "plan_conv",
     "resolve_precision",
     "set_concurrent_branches",
     "stream_tiles",
+    "tile_bounds",
 ]

@@ -83,6 +83,7 @@ class SourceModuleHnNSF(nn.Module):
         )
         self.l_linear = nn.Linear(harmonic_num + 1, 1)
         self.stochastic = False
+        self.block_frames = 400  # F0 frames per block of per-sample work (5 s at Kokoro's rates)
 
     def forward(self, f0: torch.Tensor) -> torch.Tensor:
         """f0 [B, L] (Hz, one value per upsample_scale samples) -> source [B, L * upsample_scale]."""
@@ -93,8 +94,26 @@ class SourceModuleHnNSF(nn.Module):
             rand_ini = torch.rand(rad.shape[0], 1, rad.shape[2], device=rad.device)
             rand_ini[..., 0] = 0
             rad = torch.cat([rad[:, :1] + rand_ini, rad[:, 1:]], dim=1)
-        phase = torch.cumsum(rad, dim=1) * (2 * math.pi * self.upsample_scale)
-        phase = F.interpolate(phase.transpose(1, 2), scale_factor=float(self.upsample_scale), mode="linear")
+        phase = (torch.cumsum(rad, dim=1) * (2 * math.pi * self.upsample_scale)).transpose(1, 2)  # [B, H, L]
+        length = f0.shape[1]
+        if self.stochastic or length <= self.block_frames:
+            return self._samples(phase, f0)
+        # Per-sample tensors are 9 harmonics x 24,000 samples per second: made in blocks of
+        # block_frames F0 frames, each interpolated with one frame of context on either side (all
+        # that linear interpolation reads), so a long utterance never holds them whole. The same
+        # arithmetic up to float32 rounding of the interpolation positions, which the phase (10^5 to
+        # 10^6 radians after a few seconds) amplifies to ~1e-3 in the source (amplitude 0.1).
+        u, pieces = self.upsample_scale, []
+        for a in range(0, length, self.block_frames):
+            b = min(length, a + self.block_frames)
+            lo, hi = max(0, a - 1), min(length, b + 1)
+            out = self._samples(phase[..., lo:hi], f0[:, lo:hi])
+            pieces.append(out[:, (a - lo) * u : (b - lo) * u])
+        return torch.cat(pieces, dim=1)
+
+    def _samples(self, phase: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
+        """Integrated phase [B, H, L] at the F0 rate -> merged harmonic source [B, L * upsample_scale]."""
+        phase = F.interpolate(phase, scale_factor=float(self.upsample_scale), mode="linear")
         sines = self.sine_amp * torch.sin(phase)  # [B, H, S]
         uv = (f0 > self.voiced_threshold).float().repeat_interleave(self.upsample_scale, dim=1)[:, None, :]
         sines = sines * uv
@@ -157,13 +176,23 @@ class Generator(nn.Module):
         return har
 
     def forward(
-        self, x: torch.Tensor, s: torch.Tensor, f0: torch.Tensor, f0_lengths: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        s: torch.Tensor,
+        f0: torch.Tensor | None,
+        f0_lengths: torch.Tensor | None = None,
+        har: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """x [B, C, 2F], style [B, S], f0 [B, 2F] -> spectrogram logits [B, n_fft + 2, 120F + 1].
 
-        The iSTFT is applied by :meth:`spectrogram_to_audio` (per utterance when batched).
+        ``har`` passes precomputed harmonic features (then ``f0`` is unused): a time tile of the
+        utterance's source keeps the phase the whole utterance gives it. The iSTFT is applied by
+        :meth:`spectrogram_to_audio` (per utterance when batched).
         """
-        har = self.harmonic_features(f0, f0_lengths)
+        if har is None:
+            if f0 is None:
+                raise ValueError("the generator needs f0 or precomputed harmonic features")
+            har = self.harmonic_features(f0, f0_lengths)
         masks: list[torch.Tensor | None] = [None] * (self.num_upsamples + 1)
         if f0_lengths is not None:
             rate = 1

@@ -16,9 +16,10 @@ import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from koel import memory
 from koel.backends.base import Engine
 from koel.pipeline import Pipeline
-from koel.serve import errors, memory, routes
+from koel.serve import errors, routes
 from koel.serve.batching import Scheduler
 from koel.serve.guard import RequestGuard
 from koel.serve.settings import ServerSettings

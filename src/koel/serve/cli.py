@@ -99,8 +99,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     mem.add_argument(
         "--tune-malloc",
         action=argparse.BooleanOptionalAction,
-        default=False,
-        help="2 malloc arenas and a fixed 256 KiB mmap threshold: flattest RSS, more page faults",
+        default=True,
+        help="koel's allocator policy (2 arenas, warm heap; see koel.memory); --no-tune-malloc keeps glibc's defaults",
     )
     mem.add_argument(
         "--trim-interval",
@@ -153,12 +153,14 @@ def build_pipeline(args: argparse.Namespace):  # -> koel.pipeline.Pipeline
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from koel.memory import tune_malloc
     from koel.serve.app import create_app
-    from koel.serve.memory import tune_malloc
 
     settings = settings_from_args(args)
     if args.tune_malloc:
         tune_malloc()  # before the model and the threads allocate
+    else:
+        os.environ["KOEL_KEEP_MALLOC"] = "1"  # the engine would apply the policy otherwise
     pipe = build_pipeline(args)
     if not args.no_warmup:
         log.info("warming up")
