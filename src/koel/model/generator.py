@@ -96,7 +96,8 @@ class SourceModuleHnNSF(nn.Module):
             rad = torch.cat([rad[:, :1] + rand_ini, rad[:, 1:]], dim=1)
         phase = (torch.cumsum(rad, dim=1) * (2 * math.pi * self.upsample_scale)).transpose(1, 2)  # [B, H, L]
         length = f0.shape[1]
-        if self.stochastic or length <= self.block_frames:
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()  # a loop would be unrolled
+        if self.stochastic or tracing or length <= self.block_frames:
             return self._samples(phase, f0)
         # Per-sample tensors are 9 harmonics x 24,000 samples per second: made in blocks of
         # block_frames F0 frames, each interpolated with one frame of context on either side (all
