@@ -344,21 +344,9 @@ class Pipeline:
         later chunks are then relative to the resume point). ``batch_size`` > 1 synthesises that
         many chunks per engine call (more throughput, later first audio).
         """
-        options = options or self.options
-        if speed is not None:
-            options = replace(options, speed=speed)
-        v = self.get_voice(voice)
-        language = self.language_for(v, lang)
+        options, v, source = self._plan(text, voice, lang, speed, raw_phonemes, options)
         offset = 0.0
         pending: list[PhonemeChunk] = []
-        source = _Lookahead(
-            self.chunks(
-                text,
-                lang=language,
-                raw_phonemes=raw_phonemes,
-                first_chunk_phonemes=options.first_chunk_phonemes,
-            )
-        )
         for chunk in source:
             if chunk.index < skip_chunks:
                 continue
@@ -395,40 +383,48 @@ class Pipeline:
         :meth:`stream`'s (AdaIN statistics over the tiles so far; bench/speed.py measures both).
         Other engines yield each chunk whole.
         """
-        options = options or self.options
-        if speed is not None:
-            options = replace(options, speed=speed)
-        v = self.get_voice(voice)
-        source = _Lookahead(
-            self.chunks(
-                text,
-                lang=self.language_for(v, lang),
-                raw_phonemes=raw_phonemes,
-                first_chunk_phonemes=options.first_chunk_phonemes,
-            )
-        )
+        options, v, source = self._plan(text, voice, lang, speed, raw_phonemes, options)
         stream = getattr(self.engine, "stream", None)
         offset = 0.0
         for chunk in source:
             request = self._request(chunk, v, options.speed)
             if stream is None:
                 result = self.engine.run([request])[0]
-                yield AudioPiece(result.audio)
-                made = [result.audio]
-                durations = result.durations
+                durations, audio_pieces = result.durations, iter([result.audio])
             else:
                 tiles = {"first_frames": first_tile_frames, "growth": tile_growth} if chunk.index == 0 else {}
                 durations, audio_pieces = stream(request, **tiles)
-                made = []
-                for audio in audio_pieces:
-                    made.append(audio)
-                    yield AudioPiece(audio)
+            made = []
+            for audio in audio_pieces:
+                made.append(audio)
+                yield AudioPiece(audio)
+            speech = np.concatenate(made)
             last = source.at_end()  # the next chunk's G2P runs after this chunk's audio is out
-            whole = self._assemble(
-                chunk, EngineResult(np.concatenate(made), durations), v, offset, last, options
-            )
+            whole = self._assemble(chunk, EngineResult(speech, durations), v, offset, last, options)
             offset += len(whole.audio) / SAMPLE_RATE
-            yield AudioPiece(whole.audio[sum(len(a) for a in made) :], whole)
+            yield AudioPiece(whole.audio[len(speech) :], whole)
+
+    def _plan(
+        self,
+        text: str,
+        voice: str | Voice | None,
+        lang: str | None,
+        speed: float | None,
+        raw_phonemes: bool,
+        options: SynthesisOptions | None,
+    ) -> tuple[SynthesisOptions, Voice, _Lookahead]:
+        """What :meth:`stream` and :meth:`pieces` share: the options, the voice and its chunks."""
+        options = options or self.options
+        if speed is not None:
+            options = replace(options, speed=speed)
+        v = self.get_voice(voice)
+        chunks = self.chunks(
+            text,
+            lang=self.language_for(v, lang),
+            raw_phonemes=raw_phonemes,
+            first_chunk_phonemes=options.first_chunk_phonemes,
+        )
+        return options, v, _Lookahead(chunks)
 
     def synthesize(self, text: str, **kwargs) -> Utterance:
         """The whole utterance at once (chunks computed in padded batches of ``batch_size``)."""

@@ -27,8 +27,9 @@ from koel.model import KokoroModel
 log = logging.getLogger(__name__)
 
 ENGINES = ("fast", "onnx", "torch")
-#: Generator tile on CPU for long chunks (5 s of audio): peak memory of a 30 s chunk then stays
-#: within ~200 MB of a short sentence's (bench/longform.py memory; quality in bench/tiling.py).
+#: Generator tile on CPU for long chunks (5 s of audio): a tile's live working set is 115 MB; one
+#: 24 s chunk alone then peaks at 1,222 MB against 1,036 MB for a short sentence (2,000 MB untiled).
+#: Quality in bench/tiling.py; over many chunks the heap fragments further (see koel.memory).
 CPU_TILE_FRAMES = 400
 
 
@@ -44,8 +45,8 @@ class FastTorchEngine(TorchEngine):
 
     ``tile_frames`` (default ``KOEL_TILE_FRAMES`` or :data:`CPU_TILE_FRAMES` on CPU, off on GPUs) bounds memory on long
     chunks: a CPU utterance longer than that many generator frames (80 per second of audio) runs its
-    generator in crossfaded time tiles (:func:`koel.model.fast.generate_tiles`), so the activations,
-    about 40 MB per second of audio, stay those of one tile. Shorter utterances are untiled.
+    generator in crossfaded time tiles (:func:`koel.model.fast.generate_tiles`), so the activations
+    (about 21 MB live per second of audio) stay those of one tile. Shorter utterances are untiled.
     """
 
     name = "fast"

@@ -98,7 +98,7 @@ def adain_snake(
         local = x.mean(dim=-1, keepdim=True)
         y = x - local
         m2 = torch.linalg.vector_norm(y, dim=-1, keepdim=True).double().square_()
-        mean64 = local.double()
+        local64 = mean64 = local.double()
         if id(norm) in running:
             prev_mean, prev_m2, prev_count = running[id(norm)]
             total = prev_count + count
@@ -108,7 +108,7 @@ def adain_snake(
             count = total
         running[id(norm)] = (mean64, m2, count)
         scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + _EPS)
-        y.mul_(scale).add_(beta - (mean64 - local.double()).float() * scale)
+        y.mul_(scale).add_(beta - (mean64 - local64).float() * scale)
     elif mask is None and not exporting():
         mean = x.mean(dim=-1, keepdim=True)
         mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
@@ -452,11 +452,8 @@ class ConcurrentGenerator(Generator):
         pool = branch_pool() if x.device.type == "cpu" and not exporting() else None
         if pool is None:
             return super().forward(x, s, f0, f0_lengths, har)
-        if har is None:
-            if f0 is None:
-                raise ValueError("the generator needs f0 or precomputed harmonic features")
-            har = self.harmonic_features(f0, f0_lengths)
-        masks = self._masks(x, f0_lengths)
+        har = self.source_features(f0, f0_lengths, har)
+        masks = self.step_masks(x, f0_lengths)
         n, k = self.num_upsamples, self.num_kernels
         noise: list[Future | torch.Tensor | None] = [None] * n
         for i in reversed(range(n)):  # the late stages' noise branches are the longest: start them first
@@ -477,18 +474,6 @@ class ConcurrentGenerator(Generator):
                 xs = xs + branch
             x = xs / k
         return self.conv_post(apply_mask(F.leaky_relu(x, 0.01), masks[-1]))
-
-    def _masks(self, x: torch.Tensor, f0_lengths: torch.Tensor | None) -> list[torch.Tensor | None]:
-        """Valid-step masks at each rate, as :meth:`Generator.forward` builds them."""
-        masks: list[torch.Tensor | None] = [None] * (self.num_upsamples + 1)
-        if f0_lengths is not None:
-            rate = 1
-            for i, u in enumerate([1, *self.ups_rates()]):
-                rate *= u
-                last = 1 if i == self.num_upsamples else 0
-                steps, width = f0_lengths * rate + last, x.shape[-1] * rate + last
-                masks[i] = (torch.arange(width, device=x.device)[None] < steps[:, None]).unsqueeze(1).float()
-        return masks
 
 
 @dataclass

@@ -190,18 +190,8 @@ class Generator(nn.Module):
         utterance's source keeps the phase the whole utterance gives it. The iSTFT is applied by
         :meth:`spectrogram_to_audio` (per utterance when batched).
         """
-        if har is None:
-            if f0 is None:
-                raise ValueError("the generator needs f0 or precomputed harmonic features")
-            har = self.harmonic_features(f0, f0_lengths)
-        masks: list[torch.Tensor | None] = [None] * (self.num_upsamples + 1)
-        if f0_lengths is not None:
-            rate = 1
-            for i, u in enumerate([1, *self.ups_rates()]):
-                rate *= u
-                steps = f0_lengths * rate + (1 if i == self.num_upsamples else 0)
-                width = x.shape[-1] * rate + (1 if i == self.num_upsamples else 0)
-                masks[i] = (torch.arange(width, device=x.device)[None] < steps[:, None]).unsqueeze(1).float()
+        har = self.source_features(f0, f0_lengths, har)
+        masks = self.step_masks(x, f0_lengths)
         for i in range(self.num_upsamples):
             x = apply_mask(F.leaky_relu(x, 0.1), masks[i])
             x_source = self.noise_res[i](self.noise_convs[i](har), s, masks[i + 1])
@@ -215,6 +205,28 @@ class Generator(nn.Module):
             x = xs / self.num_kernels
         x = apply_mask(F.leaky_relu(x, 0.01), masks[-1])
         return self.conv_post(x)
+
+    def source_features(
+        self, f0: torch.Tensor | None, f0_lengths: torch.Tensor | None, har: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``har`` if given, else the harmonic features of ``f0``."""
+        if har is not None:
+            return har
+        if f0 is None:
+            raise ValueError("the generator needs f0 or precomputed harmonic features")
+        return self.harmonic_features(f0, f0_lengths)
+
+    def step_masks(self, x: torch.Tensor, f0_lengths: torch.Tensor | None) -> list[torch.Tensor | None]:
+        """Valid-step masks [B, 1, width] at the input rate and after each upsampling (None: unpadded)."""
+        masks: list[torch.Tensor | None] = [None] * (self.num_upsamples + 1)
+        if f0_lengths is not None:
+            rate = 1
+            for i, u in enumerate([1, *self.ups_rates()]):
+                rate *= u
+                last = 1 if i == self.num_upsamples else 0  # the final stage is padded by one step
+                steps, width = f0_lengths * rate + last, x.shape[-1] * rate + last
+                masks[i] = (torch.arange(width, device=x.device)[None] < steps[:, None]).unsqueeze(1).float()
+        return masks
 
     def ups_rates(self) -> list[int]:
         return [int(up.stride[0]) for up in self.ups]  # type: ignore[index]
