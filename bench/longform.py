@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -20,26 +21,41 @@ from pathlib import Path
 SHARED_VOICES = Path(__file__).resolve().parents[2] / "shared" / "voices"
 
 CORPUS = [
-    "The old lighthouse keeper climbed the spiral stairs every evening at 6:45 pm.",
-    "He counted one hundred and twelve steps, then lit the lamp that warned the ships.",
-    "In 1998 the harbour held 37 fishing boats; today only 9 remain.",
+    "The old lighthouse keeper climbed the spiral stairs every evening at {h}:{m:02d} pm.",
+    "He counted {n} steps, then lit the lamp that warned the ships.",
+    "In {y} the harbour held {n} fishing boats; today only {k} remain.",
     "Storms arrived from the west, bringing rain, wind, and the smell of salt.",
-    "Dr. Alvarez, who studied the birds on the cliffs, wrote about them for twenty years.",
-    "Her notes filled 14 notebooks, each one labelled with a date and a short title.",
+    "Dr. Alvarez, who studied the birds on the cliffs, wrote about them for {k} years.",
+    "Her notes filled {n} notebooks, each one labelled with a date and a short title.",
     "When the keeper retired, the village held a party that lasted until midnight.",
     "Children ran along the pier, and the music carried far across the water.",
+    "Nobody knew why the bell rang twice on the night of the {k}th of March.",
+    "Fog rolled in.",
+    "The mayor promised a new road, a school, and {n} street lamps before the winter of {y}.",
+    "Some said the keeper talked to the gulls; others said the gulls talked to him.",
 ]
 
 
-def make_text(words: int) -> str:
-    out, n, i = [], 0, 0
+def make_text(words: int, seed: int = 0) -> str:
+    """About ``words`` words of varied prose: sentences in random order with random numbers, and
+    paragraphs of 1-9 sentences, so chunk lengths (and the shapes the engine sees) keep changing."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    n, left = 0, rng.randint(1, 9)
     while n < words:
-        sentence = CORPUS[i % len(CORPUS)]
+        sentence = rng.choice(CORPUS).format(
+            h=rng.randint(1, 12),
+            m=rng.randint(0, 59),
+            n=rng.randint(2, 999),
+            k=rng.randint(2, 30),
+            y=rng.randint(1850, 2020),
+        )
         out.append(sentence)
         n += len(sentence.split())
-        i += 1
-        if i % 6 == 0:
+        left -= 1
+        if left == 0:
             out.append("\n\n")
+            left = rng.randint(1, 9)
     return " ".join(out)
 
 

@@ -445,13 +445,18 @@ def main() -> None:
     parser.add_argument(
         "--first-frames",
         type=int,
-        default=24,
-        help="first generator tile in 80 Hz frames (default 24: 0.3 s)",
+        default=None,
+        help="first generator tile in 80 Hz frames (default: koel.pipeline.FIRST_TILE_FRAMES, what "
+        "Pipeline.pieces uses)",
     )
     parser.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch-sentences", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
+    if args.first_frames is None:
+        from koel.pipeline import FIRST_TILE_FRAMES
+
+        args.first_frames = FIRST_TILE_FRAMES
     _setup(args.threads)
     sections = set(args.sections.split(","))
     import torch

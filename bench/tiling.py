@@ -1,10 +1,12 @@
 """What running the generator in time tiles costs in quality, on long chunks (the fast engine's CPU default).
 
-    python bench/tiling.py [--voices af_heart am_michael] [--tile 400] [--passages 8]
+    python bench/tiling.py [--voices af_heart am_michael] [--tile 200] [--tight-windows] [--passages 8]
 
 Long paragraphs are chunked by koel's front end into chunks of up to 510 phonemes (20-35 s of
 audio). Each chunk is synthesised twice by the same fast engine, untiled and with the generator in
-crossfaded tiles of ``--tile`` frames (80 per second), from the same phonemes, voice and durations.
+crossfaded tiles of at most ``--tile`` frames (80 per second), each computed on a window of the same
+width as the engine does (``--tight-windows``: on itself plus margins), from the same phonemes, voice
+and durations.
 Printed: log-mel correlation of tiled vs untiled (whole chunk, and in 0.2 s windows around each
 tile edge that holds sound), Whisper base WER of both against the text, DNSMOS of both, and the synthesis time.
 Needs ../shared/voices and the bench extras.
@@ -87,7 +89,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--voices", nargs="+", default=["af_heart", "am_michael"])
     parser.add_argument(
-        "--tile", type=int, default=400, help="tile length in generator frames (80 per second)"
+        "--tile",
+        type=int,
+        default=None,
+        help="longest tile in generator frames (default: the engine's, 80 per second)",
+    )
+    parser.add_argument(
+        "--tight-windows",
+        action="store_true",
+        help="compute each tile on itself plus its margins (default: on the engine's fixed-width windows)",
     )
     parser.add_argument("--passages", type=int, default=len(PASSAGES))
     parser.add_argument("--no-asr", action="store_true", help="skip Whisper and DNSMOS")
@@ -112,6 +122,10 @@ def main() -> None:
 
     tune_cpu_process(2)
     engine = FastTorchEngine(load_model(), tile_frames=0)
+    if args.tile is None:
+        from koel.backends.auto import CPU_TILE_FRAMES
+
+        args.tile = CPU_TILE_FRAMES
     pipe = Pipeline(engine, voice="af_heart", lang="a")
     store = VoiceStore()
     chunks = [c for p in PASSAGES[: args.passages] for c in pipe.chunks(p, lang="a")]
@@ -135,6 +149,7 @@ def main() -> None:
                 first_frames=args.tile,
                 frames=args.tile,
                 running_stats=not args.local_stats,
+                fixed_width=not args.tight_windows,
             )
             tiled = torch.cat(list(tiles.pieces)).numpy()
             times["tiled"] += time.perf_counter() - t

@@ -10,13 +10,17 @@ runs (``koel.backends.auto.tune_cpu_process`` does it; ``KOEL_KEEP_MALLOC=1`` op
   sentences: RTF 0.24 against 0.44 with a fixed 1 MiB mmap threshold, 0.26 with 8 MiB;
 * oneDNN keeps at most 256 convolution primitives (its default is 1024): each holds buffers sized
   for the input length it was made for, and with a new length per sentence its cache grew by
-  ~10 MB per length (measured on the generator over 20 lengths: +200 MB, +97 MB with no cache).
+  ~10 MB per length (measured on the generator over 20 lengths: +200 MB, +97 MB with no cache);
+* PyTorch's own cache of oneDNN computations (``LRU_CACHE_CAPACITY``, default 1024) keeps at most 128:
+  with a new length per chunk it was the one thing that grew without end on long texts (live heap
+  +7 to +10 MB per chunk, from 454 MB to 756 MB over 42 chunks of a 2,000-word text; flat at
+  ~460-500 MB with 128). 32 entries cost ~5% speed on sentences; 128 and above cost nothing measurable.
 
-The price is fragmentation: a 400-frame generator tile needs 115 MB of live memory, but the heap
-that serves it grows by 250-400 MB, because each forward pass frees and requests blocks of many
-sizes (bench/longform.py memory; the numbers are in the session notes). Long-running processes
-(the server) also call :func:`trim` when idle and at most every few seconds under load
-(:class:`Trimmer`), so memory at rest goes back to the OS.
+The price of keeping freed memory is fragmentation: a generator tile needs ~100 MB live, but blocks of
+new sizes land where earlier ones were freed and the heap spreads. Long texts therefore run the
+generator in tiles of one fixed window width (``koel.backends.auto``), and ``koel.longform`` calls
+:func:`trim` after every chunk. Long-running processes (the server) also call :func:`trim` when idle
+and at most every few seconds under load (:class:`Trimmer`), so memory at rest goes back to the OS.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ _M_ARENA_MAX = -8
 DEFAULT_ARENA_MAX = 2
 DEFAULT_TRIM_THRESHOLD = 1 << 30
 ONEDNN_CACHE_CAPACITY = 256
+IDEEP_CACHE_CAPACITY = 128
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +61,7 @@ def tune_malloc(arena_max: int = DEFAULT_ARENA_MAX, trim_threshold: int = DEFAUL
     primitive; a ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` already in the environment is left alone.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
+    os.environ.setdefault("LRU_CACHE_CAPACITY", str(IDEEP_CACHE_CAPACITY))
     libc = _glibc()
     if libc is None:
         return False

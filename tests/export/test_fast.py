@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import torch
@@ -196,21 +197,38 @@ def test_tiles_cover_the_utterance_and_one_tile_is_exact(tiny_model):
     assert torch.allclose(torch.cat(list(whole.pieces)), ref.audio[0], atol=1e-5)
     tiles = stream_tiles(tiny_model, ids, style, first_frames=3, frames=5, margin=2, overlap=0)
     pieces = list(tiles.pieces)
-    assert len(pieces[0]) == 3 * 300 and all(len(p) <= 5 * 300 + 300 for p in pieces[1:])
+    assert len(pieces[0]) == 3 * 300 and all(len(p) <= 5 * 300 for p in pieces[1:])
     assert sum(len(p) for p in pieces) == 600 * int(tiles.durations.sum())
     faded = list(stream_tiles(tiny_model, ids, style, first_frames=3, frames=5, margin=2, overlap=2).pieces)
     assert len(faded[0]) == 3 * 300 - 300  # the first edge's crossfade starts one frame early
     assert sum(len(p) for p in faded) == 600 * int(tiles.durations.sum())
 
 
-def test_tile_bounds_merge_a_sliver_into_the_last_tile():
+def test_tile_bounds_cut_the_rest_into_equal_tiles():
     from koel.model.fast import tile_bounds
 
-    assert tile_bounds(10, 3, 4) == [0, 3, 7, 10]
-    assert tile_bounds(1000, 400, 400) == [0, 400, 800, 1000]  # 200 left over: its own tile
-    assert tile_bounds(1050, 400, 400) == [0, 400, 800, 1050]
-    assert tile_bounds(850, 400, 400) == [0, 400, 850]  # 50 left over would be a sliver
+    assert tile_bounds(10, 3, 4) == [0, 3, 6, 10]  # a first tile, then 7 frames in two tiles of <= 4
+    assert tile_bounds(1000, 400, 400) == [0, 333, 666, 1000]  # first == frames: equal tiles
+    assert tile_bounds(850, 400, 400) == [0, 283, 566, 850]  # no 50-frame sliver at the end
+    assert tile_bounds(850, 500, 400) == [0, 500, 850]  # a first tile longer than the rest
+    assert tile_bounds(1000, 300, 400) == [0, 300, 650, 1000]
     assert tile_bounds(300, 400, 400) == [0, 300]
+    assert tile_bounds(450, 200, 200, whole=400) == [0, 150, 300, 450]
+    assert tile_bounds(400, 200, 200, whole=400) == [0, 400]  # short enough to run whole
+    # growing tiles for streaming: 40, 80, 160, then the rest in equal tiles of at most 200
+    grown = tile_bounds(2000, 40, 200, growth=2.0)
+    assert grown[:4] == [0, 40, 120, 280] and grown[-1] == 2000
+    sizes = [b - a for a, b in itertools.pairwise(grown[3:])]
+    assert max(sizes) <= 200 and max(sizes) - min(sizes) <= 1
+    assert tile_bounds(100, 40, 200, growth=2.0) == [0, 40, 100]
+    for n in range(1, 700, 7):
+        for args in ((40, 200, 2.0), (200, 200, 1.0), (3, 50, 1.5), (90, 50, 1.0)):
+            b = tile_bounds(n, *args)
+            assert (
+                b[0] == 0 and b[-1] == n and all(0 < y - x <= max(args[:2]) for x, y in itertools.pairwise(b))
+            )
+    with pytest.raises(ValueError, match="positive"):
+        tile_bounds(10, 0, 4)
 
 
 class _PointwiseGenerator:
@@ -240,6 +258,29 @@ def test_tiles_crossfade_back_to_the_untiled_signal(overlap):
     pieces = list(generate_tiles(gen, x, None, har, bounds, margin=8, overlap=overlap))
     assert len(pieces) == len(bounds) - 1
     assert torch.allclose(torch.cat(pieces), expected, atol=1e-6)
+
+
+def test_fixed_width_windows_give_every_tile_the_same_shape():
+    from koel.model.fast import generate_tiles, tile_bounds
+
+    n, per = 95, 60
+    x = torch.ones(1, 4, n)
+    har = torch.cos(torch.arange(per * n + 1, dtype=torch.float32) * 0.021).reshape(1, 1, -1).repeat(1, 3, 1)
+    widths = []
+
+    class Recording(_PointwiseGenerator):
+        def __call__(self, x, s, f0, har=None):
+            widths.append((x.shape[-1], har.shape[-1]))
+            return super().__call__(x, s, f0, har)
+
+    gen = Recording()
+    bounds = tile_bounds(n, 20, 20)
+    assert len(bounds) == 6  # five tiles of 19 frames
+    pieces = list(generate_tiles(gen, x, None, har, bounds, margin=4, overlap=4, width=28))
+    assert widths == [(28, 28 * per + 1)] * 5
+    assert torch.allclose(torch.cat(pieces), gen.spectrogram_to_audio(har * 2)[0], atol=1e-6)
+    with pytest.raises(ValueError, match="narrower"):
+        next(generate_tiles(gen, x, None, har, bounds, margin=4, overlap=4, width=26))
 
 
 def test_tile_overlap_must_fit_the_margin():

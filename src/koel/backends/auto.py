@@ -27,10 +27,11 @@ from koel.model import KokoroModel
 log = logging.getLogger(__name__)
 
 ENGINES = ("fast", "onnx", "torch")
-#: Generator tile on CPU for long chunks (5 s of audio): a tile's live working set is 115 MB; one
-#: 24 s chunk alone then peaks at 1,222 MB against 1,036 MB for a short sentence (2,000 MB untiled).
-#: Quality in bench/tiling.py; over many chunks the heap fragments further (see koel.memory).
-CPU_TILE_FRAMES = 400
+#: Generator tiles on CPU: utterances longer than CPU_WHOLE_FRAMES (5 s of audio) run their generator
+#: in tiles of at most CPU_TILE_FRAMES (2.5 s), all about the same width, so a long text reuses the same
+#: heap blocks chunk after chunk (bench/longform.py memory; see koel.memory). Quality in bench/tiling.py.
+CPU_TILE_FRAMES = 200
+CPU_WHOLE_FRAMES = 400
 
 
 class EngineChoiceError(ValueError):
@@ -44,8 +45,9 @@ class FastTorchEngine(TorchEngine):
     0.6x at batches of 8 on 2 cores), and to 8 on GPUs.
 
     ``tile_frames`` (default ``KOEL_TILE_FRAMES`` or :data:`CPU_TILE_FRAMES` on CPU, off on GPUs) bounds memory on long
-    chunks: a CPU utterance longer than that many generator frames (80 per second of audio) runs its
-    generator in crossfaded time tiles (:func:`koel.model.fast.generate_tiles`), so the activations
+    chunks: a CPU utterance longer than ``whole_frames`` generator frames (80 per second of audio;
+    default :data:`CPU_WHOLE_FRAMES`, at least ``tile_frames``) runs its generator in crossfaded time
+    tiles of at most ``tile_frames`` (:func:`koel.model.fast.generate_tiles`), so the activations
     (about 21 MB live per second of audio) stay those of one tile. Shorter utterances are untiled.
     """
 
@@ -58,6 +60,7 @@ class FastTorchEngine(TorchEngine):
         precision: str = "auto",
         max_batch: int | None = None,
         tile_frames: int | None = None,
+        whole_frames: int | None = None,
     ) -> None:
         from koel.model.fast import accelerate
 
@@ -70,43 +73,58 @@ class FastTorchEngine(TorchEngine):
         if tile_frames < 0:
             raise ValueError(f"tile_frames must be >= 0 (0: never tile), got {tile_frames}")
         self.tile_frames = tile_frames
+        if whole_frames is not None and whole_frames < 0:
+            raise ValueError(f"whole_frames must be >= 0, got {whole_frames}")
+        self.whole_frames = max(tile_frames, CPU_WHOLE_FRAMES if whole_frames is None else whole_frames)
         super().__init__(model, max_batch=max_batch)
 
     def _run_batch(self, requests: list[EngineRequest]) -> list[EngineResult]:
         if len(requests) > 1 or not self.tile_frames:
             return super()._run_batch(requests)
-        durations, pieces = self.stream(requests[0], first_frames=self.tile_frames, frames=self.tile_frames)
+        durations, pieces = self.stream(requests[0])
         return [EngineResult(audio=np.concatenate(list(pieces)), durations=durations)]
 
     def stream(
         self,
         request: EngineRequest,
         *,
-        first_frames: int = 80,
+        first_frames: int | None = None,
         frames: int | None = None,
         growth: float = 1.0,
     ) -> tuple[np.ndarray, Iterator[np.ndarray]]:
-        """(durations, audio pieces) of one utterance, its generator run in time tiles (early first audio).
+        """(durations, audio pieces) of one utterance, its generator run in time tiles.
 
-        The first piece covers ``first_frames`` generator frames (80 per second of audio); each next
-        one is ``growth`` times longer, up to ``frames`` (default: ``tile_frames``, or the rest in one
-        piece when tiling is off). Tiled audio approximates the untiled audio (AdaIN statistics, see
-        :func:`koel.model.fast.generate_tiles`); an utterance within one tile is computed untiled.
+        By default the tiles bound memory: utterances up to ``whole_frames`` come in one piece, longer
+        ones in equal tiles of at most ``tile_frames``, each computed on a window of the same width
+        (so every long utterance reuses the same heap blocks and convolution primitives).
+
+        ``first_frames`` asks for early first audio instead: the first piece covers that many
+        generator frames (80 per second of audio), each next one is ``growth`` times longer, up to
+        ``frames`` (default: ``tile_frames``, or the rest in one piece when tiling is off).
+
+        Tiled audio approximates the untiled audio (AdaIN statistics, see
+        :func:`koel.model.fast.generate_tiles`).
         """
         from koel.model.fast import stream_tiles
 
         ids = torch.tensor([request.ids])
         style = torch.as_tensor(request.style, dtype=torch.float32).reshape(1, -1)
         frames = frames or self.tile_frames or 1 << 30
-        tiles = stream_tiles(
-            self.model,
-            ids,
-            style,
-            request.speed,
-            first_frames=first_frames,
-            frames=frames,
-            growth=growth,
-        )
+        if first_frames is None:  # bounded memory
+            tiles = stream_tiles(
+                self.model,
+                ids,
+                style,
+                request.speed,
+                first_frames=frames,
+                frames=frames,
+                whole=self.whole_frames,
+                fixed_width=bool(self.tile_frames),
+            )
+        else:  # early first audio
+            tiles = stream_tiles(
+                self.model, ids, style, request.speed, first_frames=first_frames, frames=frames, growth=growth
+            )
         return tiles.durations.cpu().numpy(), (piece.cpu().numpy() for piece in tiles.pieces)
 
 
@@ -196,6 +214,7 @@ def default_engine(
 
 __all__ = [
     "CPU_TILE_FRAMES",
+    "CPU_WHOLE_FRAMES",
     "ENGINES",
     "EngineChoiceError",
     "FastTorchEngine",

@@ -19,6 +19,7 @@ Shapes: B batch, C channels, L time steps; ``mask`` is [B, 1, L] (1 = valid) or 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import threading
@@ -497,23 +498,32 @@ def _decoder_features(
     return cast(torch.Tensor, x)
 
 
-def tile_bounds(n: int, first_frames: int, frames: int, growth: float = 1.0) -> list[int]:
-    """Tile edges over ``n`` frames: a first tile of ``first_frames``, each next one ``growth`` times
-    longer, up to ``frames``.
+def tile_bounds(n: int, first_frames: int, frames: int, growth: float = 1.0, whole: int = 0) -> list[int]:
+    """Tile edges over ``n`` frames: a first tile of ``first_frames`` and, while shorter than
+    ``frames``, each next one ``growth`` times longer; the frames left are then cut into the fewest
+    tiles of at most ``frames``, all of (nearly) the same length. ``n <= whole`` gives one tile, and
+    ``first_frames == frames`` cuts the whole utterance into equal tiles.
 
     Growing tiles suit streaming: a short first tile is ready early, and each later tile is computed
-    while the ones before it play. A last tile shorter than a quarter of ``frames`` joins the one
-    before it (a sliver would carry too little context for its own statistics).
+    while the ones before it play. Equal tiles bound memory on long utterances: after the first, no
+    tile is wider than ``frames`` plus its margins, and there is no sliver at the end (each tile's
+    statistics and context come from a reasonable span), whatever ``n`` is.
     """
     if growth < 1.0:
         raise ValueError(f"tile growth must be >= 1, got {growth}")
+    if first_frames < 1 or frames < 1:
+        raise ValueError(f"tile sizes must be positive, got first_frames={first_frames}, frames={frames}")
+    if n <= max(whole, first_frames):
+        return [0, n]
     bounds, size = [0], float(first_frames)
-    while bounds[-1] < n:
-        bounds.append(min(n, bounds[-1] + max(1, round(size))))
-        size = min(float(frames), size * growth) if growth > 1.0 else float(frames)
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] < frames // 4:
-        del bounds[-2]
-    return bounds
+    if first_frames > frames:
+        bounds.append(first_frames)
+    while size < frames and n - bounds[-1] > size:
+        bounds.append(bounds[-1] + max(1, round(size)))
+        size = size * growth if growth > 1.0 else float(frames)
+    start, rest = bounds[-1], n - bounds[-1]
+    count = -(-rest // frames)
+    return bounds + [start + (rest * k) // count for k in range(1, count + 1)]
 
 
 def generate_tiles(
@@ -526,6 +536,7 @@ def generate_tiles(
     margin: int = 16,
     overlap: int = 8,
     running_stats: bool = True,
+    width: int = 0,
 ) -> Iterator[torch.Tensor]:
     """Run the generator over ``x`` [1, C, n] (80 Hz) tile by tile; yield consecutive audio pieces.
 
@@ -540,10 +551,21 @@ def generate_tiles(
     included: the last tile sees the whole utterance's statistics and the first only its own
     (margins counted twice, about 8% of 400-frame tiles); otherwise each tile uses its own span.
     Fused AdaIN layers (:func:`accelerate`) only; the reference blocks always use their own span.
+
+    ``width`` > 0 computes every tile on a window of exactly that many frames (or the whole
+    utterance if shorter), centred on the tile and moved inward at the ends: then every tile of
+    every utterance has the same shapes, so the heap blocks and cached convolution primitives of one
+    tile serve all the others (new shapes in the middle of a run fragment the heap). Each tile and
+    its margins must fit: ``width >= max tile + 2 * margin``.
     """
     if not 0 <= overlap <= margin:
         raise ValueError(f"overlap must be between 0 and margin ({margin}), got {overlap}")
     n = x.shape[-1]
+    longest = max(b - a for a, b in itertools.pairwise(bounds))
+    if width and len(bounds) > 2 and width < longest + 2 * margin:
+        raise ValueError(
+            f"window width {width} is narrower than a tile ({longest}) and its margins ({margin})"
+        )
     per = (har.shape[-1] - 1) // n  # spectrogram frames per input frame (60)
     hop = gen.hop * per  # samples per input frame (300)
     # half-width of each edge's crossfade (samples): ``overlap / 2`` frames where both tiles have
@@ -561,6 +583,9 @@ def generate_tiles(
     for k in range(len(bounds) - 1):
         start, end = bounds[k], bounds[k + 1]
         lo, hi = max(0, start - margin), min(n, end + margin)
+        if width and len(bounds) > 2:
+            lo = min(max(0, (start + end - width) // 2), max(0, n - width))
+            hi = min(n, lo + width)
         token = _RUNNING_STATS.set(running)
         try:
             spec = gen(x[..., lo:hi], s, None, har=har[..., per * lo : per * hi + 1])
@@ -589,6 +614,8 @@ def stream_tiles(
     overlap: int = 8,
     running_stats: bool = True,
     growth: float = 1.0,
+    whole: int = 0,
+    fixed_width: bool = False,
 ) -> TileStream:
     """Synthesize one utterance with the generator run in time tiles (early first audio, bounded memory).
 
@@ -623,7 +650,7 @@ def stream_tiles(
             x = _decoder_features(model.decoder, asr, f0, energy, s_a)
             gen = cast(Generator, model.decoder.generator)
             har = gen.harmonic_features(f0)
-            bounds = tile_bounds(x.shape[-1], first_frames, frames, growth)
+            bounds = tile_bounds(x.shape[-1], first_frames, frames, growth, whole)
             yield from generate_tiles(
                 gen,
                 x,
@@ -633,6 +660,7 @@ def stream_tiles(
                 margin=margin,
                 overlap=overlap,
                 running_stats=running_stats,
+                width=frames + 2 * margin if fixed_width else 0,
             )
 
     return TileStream(durations[0], pieces())
