@@ -112,7 +112,7 @@ def main() -> None:
 
     import torch
 
-    from koel.backends.auto import FastTorchEngine, tune_cpu_process
+    from koel.backends.auto import CPU_TILE_FRAMES, FastTorchEngine, tune_cpu_process
     from koel.model.fast import stream_tiles, tile_bounds
     from koel.pipeline import Pipeline
     from koel.voices import VoiceStore
@@ -123,8 +123,6 @@ def main() -> None:
     tune_cpu_process(2)
     engine = FastTorchEngine(load_model(), tile_frames=0)
     if args.tile is None:
-        from koel.backends.auto import CPU_TILE_FRAMES
-
         args.tile = CPU_TILE_FRAMES
     pipe = Pipeline(engine, voice="af_heart", lang="a")
     store = VoiceStore()

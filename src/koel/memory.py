@@ -57,8 +57,9 @@ def _glibc() -> ctypes.CDLL | None:
 def tune_malloc(arena_max: int = DEFAULT_ARENA_MAX, trim_threshold: int = DEFAULT_TRIM_THRESHOLD) -> bool:
     """Apply the policy above (call early, before threads start and before the first convolution).
 
-    True if glibc took the malloc settings. oneDNN reads its cache size when it makes its first
-    primitive; a ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` already in the environment is left alone.
+    True if glibc took the malloc settings. oneDNN and PyTorch read their cache sizes when they make
+    their first primitive; ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` or ``LRU_CACHE_CAPACITY`` already in the
+    environment is left alone.
     """
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", str(ONEDNN_CACHE_CAPACITY))
     os.environ.setdefault("LRU_CACHE_CAPACITY", str(IDEEP_CACHE_CAPACITY))

@@ -561,8 +561,9 @@ def generate_tiles(
     if not 0 <= overlap <= margin:
         raise ValueError(f"overlap must be between 0 and margin ({margin}), got {overlap}")
     n = x.shape[-1]
+    width = width if len(bounds) > 2 else 0  # one tile: the utterance itself
     longest = max(b - a for a, b in itertools.pairwise(bounds))
-    if width and len(bounds) > 2 and width < longest + 2 * margin:
+    if width and width < longest + 2 * margin:
         raise ValueError(
             f"window width {width} is narrower than a tile ({longest}) and its margins ({margin})"
         )
@@ -583,7 +584,7 @@ def generate_tiles(
     for k in range(len(bounds) - 1):
         start, end = bounds[k], bounds[k + 1]
         lo, hi = max(0, start - margin), min(n, end + margin)
-        if width and len(bounds) > 2:
+        if width:
             lo = min(max(0, (start + end - width) // 2), max(0, n - width))
             hi = min(n, lo + width)
         token = _RUNNING_STATS.set(running)
