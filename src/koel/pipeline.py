@@ -291,9 +291,10 @@ class Pipeline:
             yield replace(chunk, words=words, index=i)
 
     def _request(self, chunk: PhonemeChunk, voice: Voice, speed: float) -> EngineRequest:
+        """The engine's input for ``chunk``; every chunk after the first is marked long-form."""
         ids = with_boundaries(VOCAB[c] for c in chunk.phonemes if c in VOCAB)
         style = voice.row(len(chunk.phonemes)).reshape(-1).numpy()
-        return EngineRequest(ids=tuple(ids), style=style, speed=speed)
+        return EngineRequest(ids=tuple(ids), style=style, speed=speed, long_form=chunk.index > 0)
 
     def _pause(self, chunk: PhonemeChunk, last: bool, options: SynthesisOptions) -> float:
         if last:

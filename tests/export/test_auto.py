@@ -142,6 +142,28 @@ def test_fast_engine_tiles_long_utterances_only(tiny_model):
     assert (default.tile_frames, default.whole_frames) == (CPU_TILE_FRAMES, CPU_WHOLE_FRAMES)
 
 
+def test_long_form_requests_are_computed_whole_only_within_one_tile_window(tiny_model):
+    from dataclasses import replace
+
+    from koel.backends.auto import TILE_MARGIN
+
+    tiny_model.fold_weight_norm()
+    requests = _requests(3)
+    plain = FastTorchEngine(tiny_model, precision="fp32", tile_frames=0).run(requests)
+    frames = [int(r.durations.sum()) * 2 for r in plain]  # generator frames: 2 per duration frame
+    tile = max(frames) // 4
+    engine = FastTorchEngine(tiny_model, precision="fp32", tile_frames=tile, whole_frames=1 << 20)
+    for a, b in zip(engine.run(requests), plain, strict=True):  # not long-form: computed whole
+        assert np.abs(a.audio - b.audio).max() <= 1e-4 * np.abs(b.audio).max()
+    window = tile + 2 * TILE_MARGIN
+    assert any(n > window for n in frames)
+    for request, untiled, n in zip(requests, plain, frames, strict=True):
+        (long,) = engine.run([replace(request, long_form=True)])
+        assert long.durations.tolist() == untiled.durations.tolist() and len(long.audio) == len(untiled.audio)
+        error = np.abs(long.audio - untiled.audio).max() / np.abs(untiled.audio).max()
+        assert error <= 1e-4 if n <= window else 1e-3 < error < 0.5, (n, window, error)
+
+
 def test_fast_engine_streams_tiles_that_add_up(tiny_model):
     tiny_model.fold_weight_norm()
     engine = FastTorchEngine(tiny_model, precision="fp32")

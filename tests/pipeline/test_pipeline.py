@@ -165,6 +165,28 @@ def test_short_first_chunk_then_normal_chunks():
         SynthesisOptions(first_chunk_phonemes=3)
 
 
+class _Recording(FakeEngine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list = []
+
+    def run(self, requests):  # type: ignore[no-untyped-def]
+        self.requests.extend(requests)
+        return super().run(requests)
+
+
+def test_chunks_after_the_first_ask_the_engine_for_flat_memory():
+    """Later chunks of a text are marked long-form (the fast engine then tiles anything wider than one window)."""
+    engine = _Recording()
+    text = " ".join(["The keeper climbed the stairs, counted every step, and lit the lamp."] * 12)
+    chunks = list(Pipeline(engine, voice="jf_alpha", lang="a").stream(text))
+    assert len(chunks) >= 3
+    assert [r.long_form for r in engine.requests] == [False] + [True] * (len(chunks) - 1)
+    engine.requests.clear()
+    Pipeline(engine, voice="jf_alpha", lang="a").synthesize("One short sentence.")
+    assert [r.long_form for r in engine.requests] == [False]
+
+
 def test_paragraph_pause_is_longer_than_sentence_pause():
     options = SynthesisOptions(sentence_pause=0.1, paragraph_pause=0.7)
     pipe = Pipeline(FakeEngine(), voice="jf_alpha", lang="a", options=options)

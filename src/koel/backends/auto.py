@@ -32,6 +32,7 @@ ENGINES = ("fast", "onnx", "torch")
 #: heap blocks chunk after chunk (bench/longform.py memory; see koel.memory). Quality in bench/tiling.py.
 CPU_TILE_FRAMES = 200
 CPU_WHOLE_FRAMES = 400
+TILE_MARGIN = 16  # context frames on each side of a tile (the generator sees about 8)
 
 
 class EngineChoiceError(ValueError):
@@ -96,7 +97,9 @@ class FastTorchEngine(TorchEngine):
 
         By default the tiles bound memory: utterances up to ``whole_frames`` come in one piece, longer
         ones in equal tiles of at most ``tile_frames``, each computed on a window of the same width
-        (so every long utterance reuses the same heap blocks and convolution primitives).
+        (so every long utterance reuses the same heap blocks and convolution primitives). A
+        ``long_form`` request (a later chunk of a long text) is computed whole only if it fits in
+        one such window: on a book, a 5 s chunk computed whole needed ~100 MB more than a window.
 
         ``first_frames`` asks for early first audio instead: the first piece covers that many
         generator frames (80 per second of audio), each next one is ``growth`` times longer, up to
@@ -111,6 +114,9 @@ class FastTorchEngine(TorchEngine):
         style = torch.as_tensor(request.style, dtype=torch.float32).reshape(1, -1)
         frames = frames or self.tile_frames or 1 << 30
         if first_frames is None:  # bounded memory
+            whole = self.whole_frames
+            if request.long_form and self.tile_frames:  # nothing wider than one tile's window
+                whole = min(whole, frames + 2 * TILE_MARGIN)
             tiles = stream_tiles(
                 self.model,
                 ids,
@@ -118,7 +124,8 @@ class FastTorchEngine(TorchEngine):
                 request.speed,
                 first_frames=frames,
                 frames=frames,
-                whole=self.whole_frames,
+                margin=TILE_MARGIN,
+                whole=whole,
                 fixed_width=bool(self.tile_frames),
             )
         else:  # early first audio

@@ -10,11 +10,16 @@ import numpy as np
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """One utterance: ids wrapped in boundary tokens, a [256] style row, and a speed factor."""
+    """One utterance: ids wrapped in boundary tokens, a [256] style row, and a speed factor.
+
+    ``long_form`` marks an utterance that is one of many (a later chunk of a long text): an engine
+    may then trade a little speed for memory that stays flat over the whole text.
+    """
 
     ids: tuple[int, ...]
     style: np.ndarray
     speed: float = 1.0
+    long_form: bool = False
 
 
 @dataclass(frozen=True)
