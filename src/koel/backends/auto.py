@@ -23,6 +23,7 @@ import torch
 from koel.backends.base import Engine, EngineRequest, EngineResult
 from koel.backends.torch_engine import TorchEngine, select_device
 from koel.model import KokoroModel
+from koel.model.fast import TILE_MARGIN, tile_window
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,6 @@ ENGINES = ("fast", "onnx", "torch")
 #: heap blocks chunk after chunk (bench/longform.py memory; see koel.memory). Quality in bench/tiling.py.
 CPU_TILE_FRAMES = 200
 CPU_WHOLE_FRAMES = 400
-TILE_MARGIN = 16  # context frames on each side of a tile (the generator sees about 8)
 
 
 class EngineChoiceError(ValueError):
@@ -118,7 +118,7 @@ class FastTorchEngine(TorchEngine):
         if first_frames is None:  # bounded memory
             whole = self.whole_frames
             if request.long_form and self.tile_frames:  # nothing wider than one tile's window
-                whole = min(whole, frames + 2 * TILE_MARGIN)
+                whole = min(whole, tile_window(frames))
             tiles = stream_tiles(
                 self.model,
                 ids,
@@ -126,7 +126,6 @@ class FastTorchEngine(TorchEngine):
                 request.speed,
                 first_frames=frames,
                 frames=frames,
-                margin=TILE_MARGIN,
                 whole=whole,
                 fixed_width=bool(self.tile_frames),
             )
@@ -225,6 +224,7 @@ __all__ = [
     "CPU_TILE_FRAMES",
     "CPU_WHOLE_FRAMES",
     "ENGINES",
+    "TILE_MARGIN",
     "EngineChoiceError",
     "FastTorchEngine",
     "available_engines",

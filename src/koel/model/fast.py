@@ -498,6 +498,14 @@ def _decoder_features(
     return cast(torch.Tensor, x)
 
 
+TILE_MARGIN = 16  # context frames on each side of a generator tile (its receptive field is about 8)
+
+
+def tile_window(frames: int, margin: int = TILE_MARGIN) -> int:
+    """Width of the fixed window that holds any tile of at most ``frames`` plus its margins."""
+    return frames + 2 * margin
+
+
 def tile_bounds(n: int, first_frames: int, frames: int, growth: float = 1.0, whole: int = 0) -> list[int]:
     """Tile edges over ``n`` frames: a first tile of ``first_frames`` and, while shorter than
     ``frames``, each next one ``growth`` times longer; the frames left are then cut into the fewest
@@ -533,7 +541,7 @@ def generate_tiles(
     har: torch.Tensor,
     bounds: list[int],
     *,
-    margin: int = 16,
+    margin: int = TILE_MARGIN,
     overlap: int = 8,
     running_stats: bool = True,
     width: int = 0,
@@ -611,7 +619,7 @@ def stream_tiles(
     *,
     first_frames: int = 24,
     frames: int = 160,
-    margin: int = 16,
+    margin: int = TILE_MARGIN,
     overlap: int = 8,
     running_stats: bool = True,
     growth: float = 1.0,
@@ -661,7 +669,7 @@ def stream_tiles(
                 margin=margin,
                 overlap=overlap,
                 running_stats=running_stats,
-                width=frames + 2 * margin if fixed_width else 0,
+                width=tile_window(frames, margin) if fixed_width else 0,
             )
 
     return TileStream(durations[0], pieces())
@@ -727,6 +735,7 @@ def accelerate(
 
 
 __all__ = [
+    "TILE_MARGIN",
     "BlockDFTConv1d",
     "BranchPool",
     "ConcurrentGenerator",
@@ -745,4 +754,5 @@ __all__ = [
     "set_concurrent_branches",
     "stream_tiles",
     "tile_bounds",
+    "tile_window",
 ]
