@@ -33,16 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-# libgomp reads this when torch loads (torch is imported only inside functions): sleeping (not
-# spinning) at OpenMP barriers keeps torch's threads efficient on a shared or oversubscribed machine.
-# The export gets the same treatment (ORT spinning off) as a second baseline, and koel is compared
-# with the faster of the two. Time to first audio is the opposite case (many small ops, where
-# sleeping threads wake too late): that section runs in a child process with the user's own setting.
-_TTFA_CHILD = bool(os.environ.get("KOEL_BENCH_TTFA_CHILD"))
-_OMP_POLICY_IS_OURS = "OMP_WAIT_POLICY" not in os.environ
-if not _TTFA_CHILD:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# Every system runs with the process's own threading settings, as a user would run it: OpenMP's
+# wait policy is left to the environment (the tables name it). With OMP_WAIT_POLICY=PASSIVE, threads
+# that sleep at each barrier made koel 20-25% slower on 2 quiet cores (0.27-0.31 vs 0.20-0.24 s per
+# audio second over these 30 sentences, 3 alternating rounds), mostly in the LSTMs' many small steps.
+# The export runs twice, with ORT's thread spinning on (its default) and off, and koel is compared
+# with the faster of the two.
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 SHARED = BENCH.parents[1] / "shared"
@@ -224,10 +220,9 @@ def section_ttfa(systems: Systems, limits: list[int], first_frames: int, repeats
     ``Pipeline.pieces`` (first chunk's generator in growing time tiles), front end included."""
     from koel.pipeline import Pipeline, SynthesisOptions
 
-    policy = os.environ.get("OMP_WAIT_POLICY", "libgomp default")
     print(
         f"\n## Time to first audio: {len(PARAGRAPH.split())}-word paragraph, text in -> first audio out "
-        f"(front end included; pieces: first tile {first_frames / 80:.2f} s; OMP_WAIT_POLICY {policy}), "
+        f"(front end included; pieces: first tile {first_frames / 80:.2f} s), "
         f"median of {repeats}"
     )
     print(f"{'engine':8s} {'first chunk <=':>14s} {'path':>7s} {'audio s':>8s} {'TTFA s':>7s}  first chunk")
@@ -399,16 +394,19 @@ def section_profile(inputs: list, threads: int) -> None:
     x, s = torch.tensor([ids]), torch.from_numpy(style)[None]
     reference = load_model()
     variants: list[tuple[str, object, bool]] = [("reference eager fp32", reference, False)]
-    for label, precision, dft, concurrent in (
-        ("+ fused AdaIN/Snake (fp32)", "fp32", False, False),
-        ("+ block-DFT long kernels", "fp32", True, False),
-        ("+ bf16 convolutions", "bf16", True, False),
-        ("+ concurrent generator branches", "bf16", True, True),
+    for label, precision, dft, bert, concurrent in (
+        ("+ fused AdaIN/Snake (fp32)", "fp32", False, False, False),
+        ("+ block-DFT long kernels", "fp32", True, False, False),
+        ("+ bf16 convolutions", "bf16", True, False, False),
+        ("+ bf16 PL-BERT", "bf16", True, True, False),
+        ("+ concurrent generator branches", "bf16", True, True, True),
     ):
         if precision == "bf16" and accelerate(copy.deepcopy(reference), "auto") != torch.bfloat16:
             continue  # no native bf16 on this CPU
         model = copy.deepcopy(reference)
         accelerate(model, precision, block_dft=dft)
+        if not bert:
+            model.bert = copy.deepcopy(reference.bert)  # PL-BERT back in fp32
         variants.append((label, model, concurrent))
     print(f"\n## Profile: one {len(ids) - 2}-phoneme sentence, {threads} thread(s)")
     default = set_concurrent_branches(False)  # so the profiler sees every op on this thread
@@ -449,7 +447,6 @@ def main() -> None:
         help="first generator tile in 80 Hz frames (default: koel.pipeline.FIRST_TILE_FRAMES, what "
         "Pipeline.pieces uses)",
     )
-    parser.add_argument("--no-header", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--batch-sentences", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
@@ -461,8 +458,11 @@ def main() -> None:
     sections = set(args.sections.split(","))
     import torch
 
-    if not args.no_header:
-        print(f"koel speed bench: {args.threads} thread(s), torch {torch.__version__}, CPU {_cpu_name()}")
+    policy = os.environ.get("OMP_WAIT_POLICY") or "libgomp default"
+    print(
+        f"koel speed bench: {args.threads} thread(s), OMP_WAIT_POLICY {policy}, torch {torch.__version__}, "
+        f"CPU {_cpu_name()}"
+    )
     systems = Systems(args.engines.split(","), args.threads)
     sentences = _sentences(args.sentences)
     inputs = _inputs(sentences)
@@ -476,21 +476,7 @@ def main() -> None:
             }
             section_quality(sentences, audio, tiled)
     if "ttfa" in sections:
-        if _OMP_POLICY_IS_OURS and not _TTFA_CHILD:
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"} | {
-                "KOEL_BENCH_TTFA_CHILD": "1"
-            }
-            child = [sys.executable, __file__, "--sections", "ttfa", "--engines", args.engines, "--threads"]
-            child += [
-                str(args.threads),
-                "--ttfa-limits",
-                args.ttfa_limits,
-                "--first-frames",
-                str(args.first_frames),
-            ]
-            subprocess.run([*child, "--no-header"], env=env, check=True)
-        else:
-            section_ttfa(systems, [int(v) for v in args.ttfa_limits.split(",")], args.first_frames)
+        section_ttfa(systems, [int(v) for v in args.ttfa_limits.split(",")], args.first_frames)
     if "batch" in sections:
         section_batch(systems, args.batch_sentences, args.batch_size)
     if "profile" in sections:
