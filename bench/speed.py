@@ -394,19 +394,16 @@ def section_profile(inputs: list, threads: int) -> None:
     x, s = torch.tensor([ids]), torch.from_numpy(style)[None]
     reference = load_model()
     variants: list[tuple[str, object, bool]] = [("reference eager fp32", reference, False)]
-    for label, precision, dft, bert, concurrent in (
-        ("+ fused AdaIN/Snake (fp32)", "fp32", False, False, False),
-        ("+ block-DFT long kernels", "fp32", True, False, False),
-        ("+ bf16 convolutions", "bf16", True, False, False),
-        ("+ bf16 PL-BERT", "bf16", True, True, False),
-        ("+ concurrent generator branches", "bf16", True, True, True),
+    for label, precision, dft, concurrent in (
+        ("+ fused AdaIN/Snake (fp32)", "fp32", False, False),
+        ("+ block-DFT long kernels", "fp32", True, False),
+        ("+ bf16 convolutions", "bf16", True, False),
+        ("+ concurrent generator branches", "bf16", True, True),
     ):
         if precision == "bf16" and accelerate(copy.deepcopy(reference), "auto") != torch.bfloat16:
             continue  # no native bf16 on this CPU
         model = copy.deepcopy(reference)
         accelerate(model, precision, block_dft=dft)
-        if not bert:
-            model.bert = copy.deepcopy(reference.bert)  # PL-BERT back in fp32
         variants.append((label, model, concurrent))
     print(f"\n## Profile: one {len(ids) - 2}-phoneme sentence, {threads} thread(s)")
     default = set_concurrent_branches(False)  # so the profiler sees every op on this thread

@@ -9,7 +9,7 @@ subclasses that keep every parameter (same ``state_dict``) and compute the same 
 * :class:`BlockDFTConv1d`: long kernels as overlap-save products in the frequency domain (3-5x fewer
   multiply-adds), written as plain GEMMs;
 * optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
-  them natively (AVX512-BF16 / AMX CPUs, recent GPUs), and then PL-BERT's matrix products in bf16 too.
+  them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
 
 With ``precision="fp32"`` the outputs equal the reference modules to float rounding; ``"bf16"`` adds
 about 0.3% relative error per convolution (tests/export/test_fast.py, quality in bench/speed.py).
@@ -37,7 +37,6 @@ from torch.nn.utils import parametrize
 
 from koel.model.generator import AdaINResBlock1, Generator
 from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
-from koel.model.plbert import PLBert
 
 if TYPE_CHECKING:
     from koel.model.generator import Decoder
@@ -437,26 +436,6 @@ def branch_pool() -> BranchPool | None:
         return _POOL
 
 
-class FastPLBert(PLBert):
-    """PL-BERT with its matrix products in ``dtype`` under autocast (same parameters).
-
-    Autocast keeps softmax, LayerNorm and the residual sums in fp32. PL-BERT is about 60% of the text
-    side's time on CPU; in bf16 on 2 AVX512-BF16 cores it took 43 instead of 83 ms per sentence over
-    the speed bench's 30 sentences, where 12 of 1,772 token durations moved by one frame (25 ms).
-    """
-
-    def __init__(self, bert: PLBert, dtype: torch.dtype) -> None:
-        nn.Module.__init__(self)
-        self.__dict__.update(bert.__dict__)  # adopt modules and settings as they are
-        self.dtype = dtype
-
-    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if exporting():
-            return super().forward(input_ids, lengths)
-        with torch.autocast(input_ids.device.type, self.dtype):
-            return super().forward(input_ids, lengths).float()
-
-
 class ConcurrentGenerator(Generator):
     """The same Generator, with its noise branches and per-stage resblocks run as concurrent tasks.
 
@@ -730,8 +709,8 @@ def accelerate(
 ) -> torch.dtype:
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
-    In bf16, PL-BERT's matrix products run in bf16 too (:class:`FastPLBert`), which moves a few
-    durations by one frame; the LSTMs and the duration head stay in fp32. ``block_dft=False`` keeps every convolution direct (for int8 export, whose
+    The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
+    reference model. ``block_dft=False`` keeps every convolution direct (for int8 export, whose
     quantiser rewrites Conv weights). Call after moving the model to its device; weight norm
     must be folded.
     """
@@ -754,8 +733,6 @@ def accelerate(
     if not isinstance(gen, ConcurrentGenerator):
         model.decoder.generator = gen = ConcurrentGenerator(gen)
     if dtype != torch.float32:
-        if not isinstance(model.bert, FastPLBert):
-            model.bert = FastPLBert(model.bert, dtype)
         for i, up in enumerate(gen.ups):
             if not isinstance(up, FastConvTranspose1d):
                 gen.ups[i] = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype)
@@ -772,7 +749,6 @@ __all__ = [
     "FastAdainResBlk1d",
     "FastConv1d",
     "FastConvTranspose1d",
-    "FastPLBert",
     "TileStream",
     "accelerate",
     "adain_snake",
