@@ -407,9 +407,10 @@ _POOL_LOCK = threading.Lock()
 #: Off by default. With libgomp's default wait policy the branches were 3-4.5% faster over
 #: bench/speed.py's 30 sentences on 2 cores (0.213 vs 0.219 and 0.220 vs 0.230 s per audio second, two
 #: interleaved runs; with OMP_WAIT_POLICY=PASSIVE the single chain was faster, 0.177 vs 0.188), but
-#: they raised the peak RSS of one sentence by 35-80 MB (1,271-1,293 vs 1,210-1,247 MB) and broke the
-#: long-text memory bound: bench/longform.py's 20,000 words grew 369 MB over one sentence (limit 300;
-#: 227 MB with the branches off), the worker threads' allocations fragmenting the heap.
+#: they raised the peak RSS of one sentence by 35-80 MB (1,271-1,293 vs 1,210-1,247 MB). On
+#: bench/longform.py's 20,000 words they grew 369 MB over one sentence (limit 300; 227 MB with them
+#: off), though that run also had PL-BERT in bf16, which alone grew more than 330 MB, so the
+#: branches' own share of the growth is not isolated yet.
 _CONCURRENT = False
 
 
