@@ -145,7 +145,7 @@ def test_fast_engine_tiles_long_utterances_only(tiny_model):
 def test_long_form_requests_are_computed_whole_only_within_one_tile_window(tiny_model):
     from dataclasses import replace
 
-    from koel.backends.auto import TILE_MARGIN
+    from koel.model.fast import TILE_MARGIN
 
     tiny_model.fold_weight_norm()
     requests = _requests(3)

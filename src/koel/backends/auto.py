@@ -23,7 +23,7 @@ import torch
 from koel.backends.base import Engine, EngineRequest, EngineResult
 from koel.backends.torch_engine import TorchEngine, select_device
 from koel.model import KokoroModel
-from koel.model.fast import TILE_MARGIN, tile_window
+from koel.model.fast import tile_window
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,6 @@ __all__ = [
     "CPU_TILE_FRAMES",
     "CPU_WHOLE_FRAMES",
     "ENGINES",
-    "TILE_MARGIN",
     "EngineChoiceError",
     "FastTorchEngine",
     "available_engines",

@@ -578,7 +578,7 @@ def generate_tiles(
     n = x.shape[-1]
     width = width if len(bounds) > 2 else 0  # one tile: the utterance itself
     longest = max(b - a for a, b in itertools.pairwise(bounds))
-    if width and width < longest + 2 * margin:
+    if width and width < tile_window(longest, margin):
         raise ValueError(
             f"window width {width} is narrower than a tile ({longest}) and its margins ({margin})"
         )
