@@ -396,7 +396,7 @@ def section_profile(inputs: list, threads: int) -> None:
     variants: list[tuple[str, object, bool]] = [("reference eager fp32", reference, False)]
     for label, precision, dft, concurrent in (
         ("+ fused AdaIN/Snake (fp32)", "fp32", False, False),
-        ("+ block-DFT long kernels", "fp32", True, False),
+        ("+ block-DFT long kernels (polyphase)", "fp32", True, False),
         ("+ bf16 convolutions", "bf16", True, False),
         ("+ concurrent generator branches", "bf16", True, True),
     ):
@@ -424,7 +424,7 @@ def section_profile(inputs: list, threads: int) -> None:
     base = statistics.median(times[variants[0][0]])
     for label, _, _ in variants:
         t = statistics.median(times[label])
-        print(f"  {label:34s} {t / seconds:7.3f} s/s  {base / t:5.2f}x")
+        print(f"  {label:40s} {t / seconds:7.3f} s/s  {base / t:5.2f}x")
 
 
 def main() -> None:

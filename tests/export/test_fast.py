@@ -60,12 +60,19 @@ def test_adain_snake_keeps_precision_when_the_mean_dominates(masked):
 
 @pytest.mark.parametrize(
     ("c_in", "c_out", "k", "d", "block", "batch"),
-    [(16, 16, 11, 1, 32, 1), (16, 24, 11, 5, 128, 2), (8, 8, 7, 3, 64, 3), (12, 12, 3, 1, 16, 1)],
+    [
+        (16, 16, 11, 1, 32, 1),
+        (16, 24, 11, 5, 128, 2),
+        (8, 8, 7, 3, 64, 3),
+        (12, 12, 3, 1, 16, 1),
+        (16, 8, 11, 5, 32, 2),  # polyphase: blocks shorter than the dilated span (51)
+        (8, 8, 7, 3, 16, 1),
+    ],
 )
 def test_block_dft_conv_equals_conv1d(c_in, c_out, k, d, block, batch):
     torch.manual_seed(k + d)
     conv = nn.Conv1d(c_in, c_out, k, dilation=d, padding=d * (k - 1) // 2)
-    for length in (1, 37, 1000):
+    for length in (1, 2, 37, 1000, 1001):
         x = torch.randn(batch, c_in, length)
         with torch.no_grad():
             ref = conv(x)
@@ -80,12 +87,14 @@ def test_block_dft_conv_rejects_unsupported_shapes():
     with pytest.raises(ValueError, match="same"):
         BlockDFTConv1d(nn.Conv1d(4, 4, 5, padding=0), torch.float32, 16)
     with pytest.raises(ValueError, match="longer"):
-        BlockDFTConv1d(nn.Conv1d(4, 4, 11, dilation=5, padding=25), torch.float32, 32)
+        BlockDFTConv1d(nn.Conv1d(4, 4, 11, dilation=5, padding=25), torch.float32, 8)
 
 
 def test_plan_conv_uses_block_dft_for_long_kernels_only():
     assert isinstance(plan_conv(nn.Conv1d(8, 8, 11, padding=5), torch.float32), BlockDFTConv1d)
     assert isinstance(plan_conv(nn.Conv1d(8, 8, 3, padding=1), torch.float32), FastConv1d)
+    dilated = plan_conv(nn.Conv1d(8, 8, 11, dilation=5, padding=25), torch.float32)
+    assert isinstance(dilated, BlockDFTConv1d) and dilated.block == 32  # sized for 11 taps, not a 51 span
     big = nn.Conv1d(512, 512, 11, dilation=5, padding=25)
     assert isinstance(plan_conv(big, torch.float32, max_spectrum_bytes=1 << 20), FastConv1d)
 

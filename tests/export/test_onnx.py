@@ -75,6 +75,10 @@ def test_onnx_engine_runs_the_export(tiny_export):
         assert res.durations.tolist() == ref.durations[0].tolist()
 
 
+def _initializer_bytes(path) -> int:
+    return sum(len(init.raw_data) for init in onnx.load(str(path)).graph.initializer)
+
+
 def _run_variant(path, precision):
     engine = OnnxEngine(path, threads=1)
     assert engine.precision == precision
@@ -87,7 +91,10 @@ def _run_variant(path, precision):
 def test_fp16_variant_runs(tiny_export, tmp_path):
     _, path = tiny_export
     _run_variant(convert_precision(path, tmp_path / "tiny-fp16.onnx", "fp16"), "fp16")
-    assert (tmp_path / "tiny-fp16.onnx").stat().st_size < 0.7 * path.stat().st_size
+    # the weights and transform constants are stored in half precision (the graph itself, a large share
+    # of a tiny model's file, does not shrink)
+    half = _initializer_bytes(tmp_path / "tiny-fp16.onnx")
+    assert half < 0.55 * _initializer_bytes(path)
 
 
 @pytest.mark.slow

@@ -6,8 +6,8 @@ convolutions), and a third of its eager time went to the element-wise chain arou
 subclasses that keep every parameter (same ``state_dict``) and compute the same function faster:
 
 * ``adain_snake``: instance norm + style affine + Snake in about seven memory passes instead of twelve;
-* :class:`BlockDFTConv1d`: long kernels as overlap-save products in the frequency domain (3-5x fewer
-  multiply-adds), written as plain GEMMs;
+* :class:`BlockDFTConv1d`: long kernels, dilated ones polyphase, as overlap-save products in the
+  frequency domain (3-5x fewer multiply-adds), written as plain GEMMs;
 * optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
   them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,8 +62,12 @@ def exporting() -> bool:
     return bool(torch.jit.is_tracing() or torch.onnx.is_in_onnx_export())
 
 
-def _sin_(t: torch.Tensor) -> torch.Tensor:
-    """In-place sine. NumPy's AVX-512 float32 sine is about 2x faster than torch's on CPU."""
+def _cos_(t: torch.Tensor) -> torch.Tensor:
+    """In-place cosine. NumPy's AVX-512 float32 cosine is about 2x faster per core than torch's on CPU.
+
+    (Cutting large tensors in two halves for two threads was 3% slower over bench/speed.py's 30
+    sentences: the helper thread competes with torch's spinning OpenMP workers.)
+    """
     if (
         t.device.type == "cpu"
         and t.dtype == torch.float32
@@ -70,9 +75,31 @@ def _sin_(t: torch.Tensor) -> torch.Tensor:
         and not (t.requires_grad or exporting())
     ):
         a = t.numpy()
-        np.sin(a, out=a)
+        np.cos(a, out=a)
         return t
-    return t.sin_()
+    return t.cos_()
+
+
+def _affine_snake(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor | None,
+    out_dtype: torch.dtype,
+) -> torch.Tensor:
+    """Snake(x * scale + shift), masked, in ``out_dtype``; scale, shift and alpha are [B or 1, C, 1].
+
+    Snake(y) = y + sin^2(alpha y) / alpha = y + c - c cos(2 alpha y) with c = 1 / (2 alpha), written as
+    one new tensor updated in place (five passes over it) instead of y and sin(alpha y) separately.
+    """
+    two_alpha = 2 * alpha
+    t = _cos_(torch.mul(x, two_alpha * scale).add_(two_alpha * shift))
+    c = two_alpha.reciprocal()
+    t.mul_(-c).add_(shift + c).addcmul_(x, scale)
+    if mask is not None:
+        t.mul_(mask)
+    return t.to(out_dtype)
 
 
 def adain_snake(
@@ -86,13 +113,27 @@ def adain_snake(
     """Snake(AdaIN(x)) = y + sin^2(alpha y) / alpha with y = (1 + g) IN(x) + b, then masked.
 
     The same function as ``apply_mask(snake(norm(x, s, mask), alpha), mask)``. Without a mask the
-    statistics are two reductions (mean and mean square), the affine and Snake run in place, and
-    the result is written in ``out_dtype`` (the input dtype of the next convolution).
+    statistics are two reductions (mean and mean square), and the affine and Snake are one chain of
+    in-place passes (:func:`_affine_snake`) written in ``out_dtype`` (the input dtype of the next
+    convolution).
     """
     gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
     x = x.float()  # mixed-dtype element-wise ops are slow in eager mode: convert once
+    if exporting():  # traced for ONNX: no data-dependent branch, no in-place ops
+        if mask is None:
+            y = x - x.mean(dim=-1, keepdim=True)
+            y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
+        else:
+            valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+            mean = (x * mask).sum(dim=-1, keepdim=True) / valid
+            y = (x - mean) * mask
+            var = y.square().sum(dim=-1, keepdim=True) / valid
+            y = (y * ((1 + gamma) * torch.rsqrt(var + _EPS)) + beta) * mask
+        t = torch.sin(alpha * y)
+        y = y + t * t / alpha
+        return (y if mask is None else y * mask).to(out_dtype)
     running = _RUNNING_STATS.get()
-    if mask is None and running is not None and not exporting():
+    if mask is None and running is not None:
         # this span's mean and centred sum of squares, merged with the earlier tiles' (Chan et al.),
         # in float64: exact enough whatever the ratio of mean to spread
         count = x.shape[-1]
@@ -109,8 +150,8 @@ def adain_snake(
             count = total
         running[id(norm)] = (mean64, m2, count)
         scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + _EPS)
-        y.mul_(scale).add_(beta - (mean64 - local64).float() * scale)
-    elif mask is None and not exporting():
+        return _affine_snake(y, scale, beta - (mean64 - local64).float() * scale, alpha, None, out_dtype)
+    if mask is None:
         mean = x.mean(dim=-1, keepdim=True)
         mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
         var = mean_sq - mean.square()
@@ -118,24 +159,15 @@ def adain_snake(
         # subtraction loses digits (on either formula's affine), so centre first as the reference does.
         if x.device.type == "cpu" and not bool((var < 1e-3 * mean_sq).any()):
             scale = (1 + gamma) * torch.rsqrt(var + _EPS)
-            y = torch.mul(x, scale).add_(beta - mean * scale)
-        else:
-            y = x - mean
-            y.mul_((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)).add_(beta)
-    elif mask is None:  # traced for ONNX: no data-dependent branch, no in-place ops
-        y = x - x.mean(dim=-1, keepdim=True)
-        y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
-    else:
-        valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
-        mean = (x * mask).sum(dim=-1, keepdim=True) / valid  # cascade sum: a GEMV loses digits here
-        y = (x - mean).mul_(mask)
-        var = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_() / valid
-        y.mul_((1 + gamma) * torch.rsqrt(var + _EPS)).add_(beta)
-    t = _sin_(torch.mul(y, alpha))
-    y.addcmul_(t.mul_(t), alpha.reciprocal())
-    if mask is not None:
-        y.mul_(mask)
-    return y.to(out_dtype)
+            return _affine_snake(x, scale, beta - mean * scale, alpha, None, out_dtype)
+        y = x - mean
+        scale = (1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)
+        return _affine_snake(y, scale, beta, alpha, None, out_dtype)
+    valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
+    mean = (x * mask).sum(dim=-1, keepdim=True) / valid  # cascade sum: a GEMV loses digits here
+    y = (x - mean).mul_(mask)
+    var = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square_() / valid
+    return _affine_snake(y, (1 + gamma) * torch.rsqrt(var + _EPS), beta, alpha, mask, out_dtype)
 
 
 class FastConv1d(nn.Module):
@@ -175,9 +207,14 @@ class BlockDFTConv1d(nn.Module):
 
     A k-tap conv costs k * C_in * C_out multiply-adds per output step. Cut into blocks of ``block``
     steps it becomes one complex C_out x C_in product per frequency bin, about
-    4 * (block / 2 + 1) / (block - span + 1) * C_in * C_out per step (2.4 for k = 11 instead of 11),
-    plus two small DFT products. The DFTs are matrix products rather than FFT calls so that every
-    stage is one large GEMM in ``dtype`` with no layout shuffles. Exact up to ``dtype`` rounding.
+    4 * (block / 2 + 1) / (block - k + 1) * C_in * C_out per step (3.1 for k = 11 in blocks of 32
+    instead of 11), plus two small DFT products. The DFTs are matrix products rather than FFT calls so
+    that every stage is one large GEMM in ``dtype`` with no layout shuffles. Exact up to ``dtype``
+    rounding.
+
+    A kernel dilated by d is run polyphase: output steps r, r + d, r + 2d, ... read only inputs
+    r, r + d, ... through the undilated kernel, so the d phases are d more rows of the same short
+    transform (blocks sized for k taps, not for the dilated span of d (k - 1) + 1).
     """
 
     mixing: torch.Tensor  # [bins, 2 C_out, 2 C_in]
@@ -187,17 +224,17 @@ class BlockDFTConv1d(nn.Module):
 
     def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, block: int) -> None:
         super().__init__()
-        c_out, c_in, k = conv.weight.shape
+        c_out, _, k = conv.weight.shape
         d = int(conv.dilation[0])
         span = d * (k - 1) + 1
         if conv.stride[0] != 1 or conv.groups != 1 or conv.padding[0] != (span - 1) // 2 or span % 2 == 0:
             raise ValueError(f"BlockDFTConv1d needs a stride-1 'same' convolution, got {conv}")
-        if block <= span:
-            raise ValueError(f"block ({block}) must be longer than the kernel span ({span})")
-        self.c_out, self.span, self.block, self.step = c_out, span, block, block - span + 1
+        if block <= k:
+            raise ValueError(f"block ({block}) must be longer than the kernel ({k} taps)")
+        self.c_out, self.taps, self.dilation = c_out, k, d
+        self.block, self.step = block, block - k + 1
         bins = block // 2 + 1
-        w = torch.zeros(c_out, c_in, span, dtype=torch.float64)
-        w[..., ::d] = conv.weight.detach().double().cpu()
+        w = conv.weight.detach().double().cpu()
         # torch's conv is a correlation: Y_f = conj(W_f) X_f per bin; [[A, -B], [B, A]] maps (Re, Im) -> (Re, Im).
         spec = torch.fft.rfft(w, n=block).conj().permute(2, 0, 1)  # [bins, C_out, C_in]
         a, b = spec.real, spec.imag
@@ -227,48 +264,61 @@ class BlockDFTConv1d(nn.Module):
         """x [B, C_in, L] -> [B, C_out, L] in ``dtype``."""
         if exporting():
             return self._traceable(x)
-        batch, _, length = x.shape
-        n_blocks = -(-length // self.step)
-        left = (self.span - 1) // 2
+        batch, c_in, length = x.shape
+        d, k, step = self.dilation, self.taps, self.step
+        per_phase = -(-length // d)  # output steps of the longest phase
+        n_blocks = -(-per_phase // step)
+        total = d * (n_blocks * step + k - 1)
+        left = d * (k - 1) // 2
         # One name for every stage, so each intermediate (1.3-1.7x the input) is freed as soon as the
         # next exists: at most two are alive, which keeps the generator's memory per second of audio low.
-        t = F.pad(x.to(self.mixing.dtype), (left, n_blocks * self.step + self.span - 1 - length - left))
-        # rows ordered (channel, item, block), so each bin of the spectrum is a [2 C_in, B n] matrix
-        t = t.unfold(-1, self.block, self.step).transpose(0, 1).reshape(-1, self.block)
-        t = (self.analysis @ t.t()).view(self.mixing.shape[0], -1, batch * n_blocks)
-        t = torch.bmm(self.mixing, t)  # [bins, (Re, Im) x C_out, B n]
+        t = F.pad(x.to(self.mixing.dtype), (left, total - length - left))
+        # rows ordered (channel, item, phase, block): block j of phase r holds inputs r + d (j step + i)
+        t = t.as_strided((c_in, batch, d, n_blocks, self.block), (total, c_in * total, 1, d * step, d))
+        t = t.reshape(-1, self.block)
+        columns = batch * d * n_blocks
+        t = (self.analysis @ t.t()).view(self.mixing.shape[0], -1, columns)
+        t = torch.bmm(self.mixing, t)  # [bins, (Re, Im) x C_out, B d n]
         if self.dc_bias is not None:
             t[0, : self.c_out].add_(self.dc_bias)
-        t = t.view(-1, self.c_out * batch * n_blocks).t() @ self.synthesis  # [C_out B n, step]
-        return t.view(self.c_out, batch, n_blocks * self.step)[..., :length].transpose(0, 1)
+        t = t.view(-1, self.c_out * columns).t() @ self.synthesis  # [C_out B d n, step]
+        t = t.view(self.c_out, batch, d, n_blocks * step)
+        if d > 1:  # interleave the phases: output r + d m comes from phase r, step m
+            t = t.transpose(2, 3).reshape(self.c_out, batch, d * n_blocks * step)
+        else:
+            t = t.view(self.c_out, batch, n_blocks * step)
+        return t[..., :length].transpose(0, 1)
 
     def _traceable(self, x: torch.Tensor) -> torch.Tensor:
         """The same computation for ONNX tracing (batch 1): block count from tensor ops, gathered blocks."""
+        d, k, step = self.dilation, self.taps, self.step
         length = torch._shape_as_tensor(x)[2]
-        n_blocks = torch.div(length + self.step - 1, self.step, rounding_mode="floor")
-        left = (self.span - 1) // 2
-        padded = F.pad(x, (left, self.span - 1 - left + self.step - 1))  # enough for any length
-        starts = torch.arange(n_blocks)[:, None] * self.step  # type: ignore[call-overload]
-        index = starts + torch.arange(self.block)[None, :]
-        blocks = padded[0][:, index].reshape(-1, self.block)  # [C_in n, block]
+        per_phase = torch.div(length + d - 1, d, rounding_mode="floor")
+        n_blocks = torch.div(per_phase + step - 1, step, rounding_mode="floor")
+        left = d * (k - 1) // 2
+        padded = F.pad(x, (left, d * (step + k) - left))  # enough for any length
+        starts = torch.arange(n_blocks)[:, None] * step  # type: ignore[call-overload]
+        positions = (starts + torch.arange(self.block)[None, :]) * d  # [n, block]
+        index = torch.arange(d)[:, None, None] + positions[None]  # [d, n, block]
+        blocks = padded[0][:, index].reshape(-1, self.block)  # [C_in d n, block]
         bins2, two_c_in = self.mixing.shape[0] * 2, self.mixing.shape[2]
         spectrum = (self.analysis @ blocks.t()).reshape(bins2 // 2, two_c_in, -1)
-        mixed = torch.bmm(self.mixing, spectrum).reshape(bins2, -1)  # [(bin, Re/Im), C_out n]
-        out = (mixed.t() @ self.synthesis).reshape(1, self.c_out, -1)[..., : x.shape[2]]
+        mixed = torch.bmm(self.mixing, spectrum).reshape(bins2, -1)  # [(bin, Re/Im), C_out d n]
+        out = (mixed.t() @ self.synthesis).reshape(self.c_out, d, -1).transpose(1, 2)
+        out = out.reshape(1, self.c_out, -1)[..., : x.shape[2]]
         return out if self.dc_bias is None else out + self.dc_bias / self.block
 
 
 def plan_conv(conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_bytes: int = 10 << 20) -> nn.Module:
     """The faster of a direct and a block-DFT convolution for this shape (measured on x86, fp32/bf16).
 
-    Block DFT wins for kernels of 7 taps and more, except 7-tap kernels dilated to 31 steps. The block
-    is the power of two at or above 2.5x the span; spectra over ``max_spectrum_bytes`` (wide layers
-    with long spans) stay direct to bound memory.
+    Block DFT wins for kernels of 7 taps and more, dilated or not (dilated ones run polyphase). The
+    block is the power of two at or above 2.5x the kernel; spectra over ``max_spectrum_bytes`` (wide
+    layers) stay direct to bound memory.
     """
-    k, d = conv.kernel_size[0], conv.dilation[0]
-    span = d * (k - 1) + 1
-    if k >= 7 and not (k < 11 and span >= 31):
-        block = 1 << max(4, math.ceil(math.log2(2.5 * span)))
+    k = conv.kernel_size[0]
+    if k >= 7:
+        block = 1 << max(4, math.ceil(math.log2(2.5 * k)))
         c_out, c_in, _ = conv.weight.shape
         size = (block // 2 + 1) * 4 * c_out * c_in * torch.empty(0, dtype=dtype).element_size()
         if size <= max_spectrum_bytes:
@@ -303,7 +353,9 @@ class FastAdaINResBlock1(AdaINResBlock1):
         ):
             t = conv1(adain_snake(x, norm1, s, alpha1, mask, self.dtype))
             t = conv2(adain_snake(t, norm2, s, alpha2, mask, self.dtype))
-            x = x.add_(t) if owned else x + t.float()  # fp32 residual stream
+            # fp32 residual stream; t is converted first: an in-place add of a bf16 tensor to an fp32
+            # one takes a slow mixed-dtype path (about 20x slower than converting, then adding)
+            x = x.add_(t.float()) if owned else x + t.float()
             owned = True
         return x
 
@@ -404,14 +456,15 @@ def _one_thread() -> None:
 
 _POOL: BranchPool | None = None
 _POOL_LOCK = threading.Lock()
-#: Off by default. With libgomp's default wait policy the branches were 3-4.5% faster over
-#: bench/speed.py's 30 sentences on 2 cores (0.213 vs 0.219 and 0.220 vs 0.230 s per audio second, two
-#: interleaved runs; with OMP_WAIT_POLICY=PASSIVE the single chain was faster, 0.177 vs 0.188), but
-#: they raised the peak RSS of one sentence by 35-80 MB (1,271-1,293 vs 1,210-1,247 MB). On
-#: bench/longform.py's 20,000 words they grew 369 MB over one sentence (limit 300; 227 MB with them
-#: off), though that run also had PL-BERT in bf16, which alone grew more than 330 MB, so the
-#: branches' own share of the growth is not isolated yet.
-_CONCURRENT = False
+#: Off by default (``KOEL_CONCURRENT_BRANCHES=1`` turns them on). With libgomp's default wait policy the
+#: branches were 3-4.5% faster over bench/speed.py's 30 sentences on 2 cores (0.213 vs 0.219 and 0.220
+#: vs 0.230 s per audio second; 0.189 vs 0.195 with polyphase convolutions and bf16 PL-BERT; with
+#: OMP_WAIT_POLICY=PASSIVE the single chain was faster, 0.177 vs 0.188), but they raise memory: one
+#: sentence peaked 35-80 MB higher (1,271-1,293 vs 1,210-1,247 MB), and on bench/longform.py's 20,000
+#: words the run with them on had reached 1,567 MB after 8 minutes (about 5% of the text), against
+#: 1,387 MB with them off at the same time and 1,226 MB for one sentence (limit: +300 MB; both runs had
+#: PL-BERT in bf16 then).
+_CONCURRENT = os.environ.get("KOEL_CONCURRENT_BRANCHES", "0") == "1"
 
 
 def set_concurrent_branches(enabled: bool) -> bool:
@@ -711,7 +764,9 @@ def accelerate(
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
     The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
-    reference model. ``block_dft=False`` keeps every convolution direct (for int8 export, whose
+    reference model: PL-BERT's products in bf16 were 4% faster over bench/speed.py's 30 sentences
+    (weights cast once), but twice pushed bench/longform.py's 20,000-word run to or past its memory
+    bound (+291 MB over one sentence halfway through; limit 300). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
     quantiser rewrites Conv weights). Call after moving the model to its device; weight norm
     must be folded.
     """
