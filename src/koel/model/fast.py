@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from koel.model.generator import AdaINResBlock1, Generator
+from koel.model.generator import AdaINResBlock1, Generator, snake
 from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
 
 if TYPE_CHECKING:
@@ -120,18 +120,12 @@ def adain_snake(
     gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
     x = x.float()  # mixed-dtype element-wise ops are slow in eager mode: convert once
     if exporting():  # traced for ONNX: no data-dependent branch, no in-place ops
-        if mask is None:
+        if mask is None:  # centred in the graph rather than through an InstanceNormalization node
             y = x - x.mean(dim=-1, keepdim=True)
             y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
         else:
-            valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
-            mean = (x * mask).sum(dim=-1, keepdim=True) / valid
-            y = (x - mean) * mask
-            var = y.square().sum(dim=-1, keepdim=True) / valid
-            y = (y * ((1 + gamma) * torch.rsqrt(var + _EPS)) + beta) * mask
-        t = torch.sin(alpha * y)
-        y = y + t * t / alpha
-        return (y if mask is None else y * mask).to(out_dtype)
+            y = norm(x, s, mask)  # the reference AdaIN, traceable as it is
+        return apply_mask(snake(y, alpha), mask).to(out_dtype)
     running = _RUNNING_STATS.get()
     if mask is None and running is not None:
         # this span's mean and centred sum of squares, merged with the earlier tiles' (Chan et al.),
@@ -282,12 +276,9 @@ class BlockDFTConv1d(nn.Module):
         if self.dc_bias is not None:
             t[0, : self.c_out].add_(self.dc_bias)
         t = t.view(-1, self.c_out * columns).t() @ self.synthesis  # [C_out B d n, step]
-        t = t.view(self.c_out, batch, d, n_blocks * step)
-        if d > 1:  # interleave the phases: output r + d m comes from phase r, step m
-            t = t.transpose(2, 3).reshape(self.c_out, batch, d * n_blocks * step)
-        else:
-            t = t.view(self.c_out, batch, n_blocks * step)
-        return t[..., :length].transpose(0, 1)
+        # interleave the phases (output r + d m comes from phase r, step m); a view when d = 1
+        t = t.view(self.c_out, batch, d, n_blocks * step).transpose(2, 3)
+        return t.reshape(self.c_out, batch, d * n_blocks * step)[..., :length].transpose(0, 1)
 
     def _traceable(self, x: torch.Tensor) -> torch.Tensor:
         """The same computation for ONNX tracing (batch 1): block count from tensor ops, gathered blocks."""
@@ -766,9 +757,9 @@ def accelerate(
     The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
     reference model: PL-BERT's products in bf16 were 4% faster over bench/speed.py's 30 sentences
     (weights cast once), but twice pushed bench/longform.py's 20,000-word run to or past its memory
-    bound (+291 MB over one sentence halfway through; limit 300). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
-    quantiser rewrites Conv weights). Call after moving the model to its device; weight norm
-    must be folded.
+    bound (+291 MB over one sentence halfway through; limit 300). ``block_dft=False`` keeps every
+    convolution direct (for int8 export, whose quantiser rewrites Conv weights). Call after moving
+    the model to its device; weight norm must be folded.
     """
     from koel.model.kokoro import KokoroModel
 
