@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import itertools
+from typing import cast
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from koel.model import native
 from koel.model.fast import (
     BlockDFTConv1d,
     FastAdaINResBlock1,
@@ -77,10 +79,14 @@ def test_block_dft_conv_equals_conv1d(c_in, c_out, k, d, block, batch):
         with torch.no_grad():
             ref = conv(x)
             out = BlockDFTConv1d(conv, torch.float32, block)(x)
-            low = BlockDFTConv1d(conv, torch.bfloat16, block)(x)
-        assert out.shape == ref.shape
+            low_conv = BlockDFTConv1d(conv, torch.bfloat16, block)
+            low = low_conv(x)
+            low_conv.native = False  # the PyTorch transforms, as where no compiler is found
+            low_torch = low_conv(x)
+        assert out.shape == ref.shape == low.shape == low_torch.shape
         assert _rel(out, ref) < 2e-5, f"fp32 error {_rel(out, ref)} at length {length}"
         assert _rel(low, ref) < 2e-2, f"bf16 error {_rel(low, ref)} at length {length}"
+        assert _rel(low_torch, ref) < 2e-2, f"bf16 (PyTorch transforms) error {_rel(low_torch, ref)}"
 
 
 def test_block_dft_conv_rejects_unsupported_shapes():
@@ -97,6 +103,10 @@ def test_plan_conv_uses_block_dft_for_long_kernels_only():
     assert isinstance(dilated, BlockDFTConv1d) and dilated.block == 32  # sized for 11 taps, not a 51 span
     big = nn.Conv1d(512, 512, 11, dilation=5, padding=25)
     assert isinstance(plan_conv(big, torch.float32, max_spectrum_bytes=1 << 20), FastConv1d)
+    if native.available():  # compiled transforms: blocks of 64, or 32 where 64's weights pass the budget
+        assert cast(BlockDFTConv1d, plan_conv(nn.Conv1d(8, 8, 7, padding=3), torch.bfloat16)).block == 64
+        wide = plan_conv(nn.Conv1d(256, 256, 11, padding=5), torch.bfloat16)
+        assert isinstance(wide, BlockDFTConv1d) and wide.block == 32 and wide.native
 
 
 def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):

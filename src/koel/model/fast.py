@@ -7,7 +7,8 @@ subclasses that keep every parameter (same ``state_dict``) and compute the same 
 
 * ``adain_snake``: instance norm + style affine + Snake in about seven memory passes instead of twelve;
 * :class:`BlockDFTConv1d`: long kernels, dilated ones polyphase, as overlap-save products in the
-  frequency domain (3-5x fewer multiply-adds), written as plain GEMMs;
+  frequency domain (3-5x fewer multiply-adds): batched GEMMs between two transforms that run in
+  koel's compiled kernel (:mod:`koel.model.native`) where a C compiler is found, else as GEMMs;
 * optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
   them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
 
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from koel.model import native
 from koel.model.generator import AdaINResBlock1, Generator, snake
 from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
 
@@ -197,24 +199,27 @@ class FastConv1d(nn.Module):
 
 
 class BlockDFTConv1d(nn.Module):
-    """Overlap-save convolution: DFT -> per-frequency channel mixing -> inverse DFT, all as GEMMs.
+    """Overlap-save convolution: DFT -> per-frequency channel mixing -> inverse DFT.
 
-    A k-tap conv costs k * C_in * C_out multiply-adds per output step. Cut into blocks of ``block``
-    steps it becomes one complex C_out x C_in product per frequency bin, about
-    4 * (block / 2 + 1) / (block - k + 1) * C_in * C_out per step (3.1 for k = 11 in blocks of 32
-    instead of 11), plus two small DFT products. The DFTs are matrix products rather than FFT calls so
-    that every stage is one large GEMM in ``dtype`` with no layout shuffles. Exact up to ``dtype``
-    rounding.
+    A k-tap conv costs k * C_in * C_out multiply-adds per output step. Cut into blocks of n = ``block``
+    samples it becomes one C_out x C_in product for each of the two real bins (DC and Nyquist) and one
+    complex product for each of the n / 2 - 1 others: (2 n - 2) / (n - k + 1) * C_in * C_out per step
+    (2.3 for k = 11 in blocks of 64, 2.8 in blocks of 32, instead of 11). Exact up to ``dtype`` rounding.
+
+    The transforms run in koel's compiled kernel (:mod:`koel.model.native`: FFTs on 16 blocks at a
+    time, straight from and to the signal, float32 output) where it is built and the products are
+    bfloat16 on the CPU; otherwise as two small matrix products per call (any device and dtype).
 
     A kernel dilated by d is run polyphase: output steps r, r + d, r + 2d, ... read only inputs
-    r, r + d, ... through the undilated kernel, so the d phases are d more rows of the same short
+    r, r + d, ... through the undilated kernel, so the d phases are d more columns of the same short
     transform (blocks sized for k taps, not for the dilated span of d (k - 1) + 1).
     """
 
-    mixing: torch.Tensor  # [bins, 2 C_out, 2 C_in]
-    analysis: torch.Tensor  # [2 bins, block]
-    synthesis: torch.Tensor  # [2 bins, step]
-    dc_bias: torch.Tensor | None  # [C_out, 1], bias * block
+    mix_real: torch.Tensor  # [2, C_out, C_in]: the DC and Nyquist bins
+    mix_complex: torch.Tensor  # [n/2 - 1, 2 C_out, 2 C_in]: [[A, -B], [B, A]] per other bin
+    analysis: torch.Tensor  # [n, n]: block -> spectrum rows (native.spectrum_rows order)
+    synthesis: torch.Tensor  # [n, step]: spectrum rows -> the block's valid output steps
+    bias: torch.Tensor | None  # [C_out], float32
 
     def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, block: int) -> None:
         super().__init__()
@@ -223,59 +228,74 @@ class BlockDFTConv1d(nn.Module):
         span = d * (k - 1) + 1
         if conv.stride[0] != 1 or conv.groups != 1 or conv.padding[0] != (span - 1) // 2 or span % 2 == 0:
             raise ValueError(f"BlockDFTConv1d needs a stride-1 'same' convolution, got {conv}")
-        if block <= k:
-            raise ValueError(f"block ({block}) must be longer than the kernel ({k} taps)")
+        if block <= k or block < 4 or block & (block - 1):
+            raise ValueError(f"block ({block}) must be a power of two longer than the kernel ({k} taps)")
         self.c_out, self.taps, self.dilation = c_out, k, d
-        self.block, self.step = block, block - k + 1
-        bins = block // 2 + 1
+        self.block, self.step, self.nyquist = block, block - k + 1, block // 2
+        device = conv.weight.device
+        self.native = (
+            dtype == torch.bfloat16
+            and device.type == "cpu"
+            and block in native.BLOCK_SIZES
+            and native.available()
+        )
         w = conv.weight.detach().double().cpu()
         # torch's conv is a correlation: Y_f = conj(W_f) X_f per bin; [[A, -B], [B, A]] maps (Re, Im) -> (Re, Im).
         spec = torch.fft.rfft(w, n=block).conj().permute(2, 0, 1)  # [bins, C_out, C_in]
-        a, b = spec.real, spec.imag
-        mixing = torch.cat(
-            [torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1
-        )  # [bins, 2C_out, 2C_in]
+        a, b = spec.real[1 : self.nyquist], spec.imag[1 : self.nyquist]
+        mix_complex = torch.cat([torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1)
+        rows = native.spectrum_rows(block)
+        f = torch.tensor([r[0] for r in rows], dtype=torch.float64)[:, None]
+        imaginary = torch.tensor([r[1] == 1 for r in rows])[:, None]
         t = torch.arange(block, dtype=torch.float64)
-        f = torch.arange(bins, dtype=torch.float64)
-        angle = 2 * torch.pi * f[:, None] * t[None, :] / block  # [bins, block]
-        analysis = torch.stack([torch.cos(angle), -torch.sin(angle)], dim=1).reshape(2 * bins, block)
-        weight = torch.full((bins,), 2.0 / block, dtype=torch.float64)
-        weight[0] = weight[-1] = 1.0 / block  # DC and Nyquist appear once in a one-sided spectrum
-        angle = angle[:, : self.step]
-        synthesis = torch.stack(
-            [weight[:, None] * torch.cos(angle), -weight[:, None] * torch.sin(angle)], dim=1
-        )
-        device = conv.weight.device
-        self.register_buffer("mixing", mixing.to(device, dtype).contiguous(), persistent=False)
-        self.register_buffer("analysis", analysis.to(device, dtype).contiguous(), persistent=False)
+        angle = 2 * torch.pi * f * t / block  # [n rows, block]
+        analysis = torch.where(imaginary, -torch.sin(angle), torch.cos(angle))
+        # one-sided spectrum: DC and Nyquist count once, the other bins twice
+        weight = torch.where((f == 0) | (f == self.nyquist), 1.0 / block, 2.0 / block)
+        synthesis = weight * analysis[:, : self.step]
         self.register_buffer(
-            "synthesis", synthesis.reshape(2 * bins, self.step).to(device, dtype), persistent=False
+            "mix_real", spec.real[[0, self.nyquist]].to(device, dtype).contiguous(), persistent=False
         )
-        bias = None if conv.bias is None else (conv.bias.detach() * block).to(dtype)[:, None]  # added at DC
-        self.register_buffer("dc_bias", bias, persistent=False)
+        self.register_buffer("mix_complex", mix_complex.to(device, dtype).contiguous(), persistent=False)
+        self.register_buffer("analysis", analysis.to(device, dtype).contiguous(), persistent=False)
+        self.register_buffer("synthesis", synthesis.to(device, dtype).contiguous(), persistent=False)
+        bias = None if conv.bias is None else conv.bias.detach().float().clone()
+        self.register_buffer("bias", bias, persistent=False)
+
+    def _mix(self, spectra: torch.Tensor) -> torch.Tensor:
+        """[n, C_in, columns] -> [n, C_out, columns]: the per-bin channel products, in place in one tensor."""
+        columns = spectra.shape[-1]
+        out = spectra.new_empty((self.block, self.c_out, columns))
+        torch.bmm(self.mix_real, spectra[:2], out=out[:2])
+        pairs = self.nyquist - 1
+        torch.bmm(
+            self.mix_complex, spectra[2:].view(pairs, -1, columns), out=out[2:].view(pairs, -1, columns)
+        )
+        return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C_in, L] -> [B, C_out, L] in ``dtype``."""
+        """x [B, C_in, L] -> [B, C_out, L], float32 from the compiled kernel, else in ``dtype``."""
         if exporting():
             return self._traceable(x)
         batch, c_in, length = x.shape
         d, k, step = self.dilation, self.taps, self.step
         per_phase = -(-length // d)  # output steps of the longest phase
         n_blocks = -(-per_phase // step)
-        total = d * (n_blocks * step + k - 1)
         left = d * (k - 1) // 2
-        # One name for every stage, so each intermediate (1.3-1.7x the input) is freed as soon as the
+        if self.native and x.device.type == "cpu":
+            spectra = self._mix(native.analysis(x, self.block, step, d, n_blocks, left))
+            return native.synthesis(spectra, batch, length, step, d, n_blocks, self.bias)
+        total = d * (n_blocks * step + k - 1)
+        # One name for every stage, so each intermediate (1.2-1.5x the input) is freed as soon as the
         # next exists: at most two are alive, which keeps the generator's memory per second of audio low.
-        t = F.pad(x.to(self.mixing.dtype), (left, total - length - left))
+        t = F.pad(x.to(self.analysis.dtype), (left, total - length - left))
         # rows ordered (channel, item, phase, block): block j of phase r holds inputs r + d (j step + i)
         t = t.as_strided((c_in, batch, d, n_blocks, self.block), (total, c_in * total, 1, d * step, d))
-        t = t.reshape(-1, self.block)
         columns = batch * d * n_blocks
-        t = (self.analysis @ t.t()).view(self.mixing.shape[0], -1, columns)
-        t = torch.bmm(self.mixing, t)  # [bins, (Re, Im) x C_out, B d n]
-        if self.dc_bias is not None:
-            t[0, : self.c_out].add_(self.dc_bias)
-        t = t.view(-1, self.c_out * columns).t() @ self.synthesis  # [C_out B d n, step]
+        t = self._mix((self.analysis @ t.reshape(-1, self.block).t()).view(self.block, c_in, columns))
+        if self.bias is not None:
+            t[0].add_((self.bias * self.block).to(t.dtype)[:, None])  # at DC, whose synthesis weight is 1/n
+        t = t.view(self.block, -1).t() @ self.synthesis  # [C_out B d n, step]
         # interleave the phases (output r + d m comes from phase r, step m); a view when d = 1
         t = t.view(self.c_out, batch, d, n_blocks * step).transpose(2, 3)
         return t.reshape(self.c_out, batch, d * n_blocks * step)[..., :length].transpose(0, 1)
@@ -292,28 +312,35 @@ class BlockDFTConv1d(nn.Module):
         positions = (starts + torch.arange(self.block)[None, :]) * d  # [n, block]
         index = torch.arange(d)[:, None, None] + positions[None]  # [d, n, block]
         blocks = padded[0][:, index].reshape(-1, self.block)  # [C_in d n, block]
-        bins2, two_c_in = self.mixing.shape[0] * 2, self.mixing.shape[2]
-        spectrum = (self.analysis @ blocks.t()).reshape(bins2 // 2, two_c_in, -1)
-        mixed = torch.bmm(self.mixing, spectrum).reshape(bins2, -1)  # [(bin, Re/Im), C_out d n]
-        out = (mixed.t() @ self.synthesis).reshape(self.c_out, d, -1).transpose(1, 2)
+        spectra = (self.analysis @ blocks.t()).reshape(self.block, self.mix_real.shape[2], -1)
+        pairs = self.nyquist - 1
+        complex_part = torch.bmm(self.mix_complex, spectra[2:].reshape(pairs, 2 * spectra.shape[1], -1))
+        mixed = torch.cat(
+            [torch.bmm(self.mix_real, spectra[:2]), complex_part.reshape(2 * pairs, self.c_out, -1)]
+        )
+        out = (mixed.reshape(self.block, -1).t() @ self.synthesis).reshape(self.c_out, d, -1).transpose(1, 2)
         out = out.reshape(1, self.c_out, -1)[..., : x.shape[2]]
-        return out if self.dc_bias is None else out + self.dc_bias / self.block
+        return out if self.bias is None else out + self.bias.to(out.dtype)[:, None]
 
 
 def plan_conv(conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_bytes: int = 10 << 20) -> nn.Module:
     """The faster of a direct and a block-DFT convolution for this shape (measured on x86, fp32/bf16).
 
-    Block DFT wins for kernels of 7 taps and more, dilated or not (dilated ones run polyphase). The
-    block is the power of two at or above 2.5x the kernel; spectra over ``max_spectrum_bytes`` (wide
-    layers) stay direct to bound memory.
+    Block DFT wins for kernels of 7 taps and more, dilated or not (dilated ones run polyphase). With
+    the compiled transforms the block is 64 samples (32 where those mixing weights would pass
+    ``max_spectrum_bytes``), which costs 10-20% fewer products than 32; with PyTorch's matrix-product
+    transforms, whose cost grows with the block, the power of two at or above 2.5x the kernel.
+    Weights over the budget (wide layers) stay direct to bound memory.
     """
     k = conv.kernel_size[0]
     if k >= 7:
-        block = 1 << max(4, math.ceil(math.log2(2.5 * k)))
         c_out, c_in, _ = conv.weight.shape
-        size = (block // 2 + 1) * 4 * c_out * c_in * torch.empty(0, dtype=dtype).element_size()
-        if size <= max_spectrum_bytes:
-            return BlockDFTConv1d(conv, dtype, block)
+        compiled = dtype == torch.bfloat16 and conv.weight.device.type == "cpu" and native.available()
+        sizes = [64, 32] if compiled else [1 << max(4, math.ceil(math.log2(2.5 * k)))]
+        for block in sizes:
+            weights = (2 * block - 2) * c_out * c_in * torch.empty(0, dtype=dtype).element_size()
+            if block > k and weights <= max_spectrum_bytes:
+                return BlockDFTConv1d(conv, dtype, block)
     return FastConv1d(conv, dtype)
 
 

@@ -1,0 +1,141 @@
+"""koel's compiled block-DFT kernel (koel.model.native) against torch.fft, and its fallbacks."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from koel.model import native
+from koel.model.fast import BlockDFTConv1d, plan_conv
+
+
+@pytest.fixture
+def fresh_library() -> Iterator[None]:
+    """library() rebuilt from the environment of the test, and again afterwards."""
+    native.library.cache_clear()
+    yield
+    native.library.cache_clear()
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def _blocks(length: int, dilation: int, step: int) -> int:
+    per_phase = -(-length // dilation)
+    return -(-per_phase // step)
+
+
+def _reference_spectra(
+    x: torch.Tensor, n: int, step: int, dilation: int, blocks: int, left: int
+) -> torch.Tensor:
+    _, channels, length = x.shape
+    total = dilation * (blocks * step + n)
+    padded = F.pad(x.double(), (left, total - length - left))
+    index = torch.arange(dilation)[:, None, None] + dilation * (
+        torch.arange(blocks)[:, None] * step + torch.arange(n)[None, :]
+    )  # [d, blocks, n]
+    spectrum = torch.fft.rfft(padded[:, :, index], dim=-1)  # [B, C, d, blocks, n/2 + 1]
+    rows = [spectrum[..., f].imag if part else spectrum[..., f].real for f, part in native.spectrum_rows(n)]
+    return torch.stack(rows).permute(0, 2, 1, 3, 4).reshape(n, channels, -1)
+
+
+def _reference_signal(
+    spectra: torch.Tensor, batch: int, length: int, step: int, dilation: int
+) -> torch.Tensor:
+    n, channels, _ = spectra.shape
+    full = torch.zeros(n // 2 + 1, *spectra.shape[1:], dtype=torch.complex128)
+    for row, (f, part) in enumerate(native.spectrum_rows(n)):
+        full[f] += spectra[row].double() * (1j if part else 1)
+    blocks = torch.fft.irfft(full.permute(1, 2, 0), n=n, dim=-1)[..., :step]  # [C, B d blocks, step]
+    out = blocks.reshape(channels, batch, dilation, -1).transpose(2, 3).reshape(channels, batch, -1)
+    return out[..., :length].transpose(0, 1)
+
+
+needs_native = pytest.mark.skipif(not native.available(), reason="no C compiler: the kernel cannot be built")
+
+
+def test_kernel_is_built_where_a_compiler_exists():
+    if shutil.which("cc") is None:
+        pytest.skip("no C compiler on this machine")
+    assert native.available()
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("batch", "channels", "length", "dilation", "taps", "n"),
+    [
+        (1, 5, 37, 1, 11, 32),
+        (2, 3, 1001, 3, 11, 32),
+        (1, 4, 500, 5, 7, 64),
+        (1, 2, 3, 1, 3, 16),
+        (3, 4, 777, 1, 3, 32),
+        (1, 3, 5000, 5, 11, 128),
+        (1, 2, 10, 5, 11, 32),  # shorter than one dilated block
+        (2, 17, 2048, 1, 7, 64),  # whole groups of 16 blocks, the vectorised path
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_analysis_and_synthesis_match_torch_fft(batch, channels, length, dilation, taps, n, dtype):
+    torch.manual_seed(length)
+    step, left = n - taps + 1, dilation * (taps - 1) // 2
+    blocks = _blocks(length, dilation, step)
+    x = torch.randn(batch, channels, length).to(dtype)
+    spectra = native.analysis(x, n, step, dilation, blocks, left)
+    assert spectra.shape == (n, channels, batch * dilation * blocks) and spectra.dtype == torch.bfloat16
+    assert _rel(spectra, _reference_spectra(x, n, step, dilation, blocks, left)) < 4e-3  # bf16 output
+    mixed = torch.randn_like(spectra, dtype=torch.float32).bfloat16()
+    bias = torch.randn(channels)
+    out = native.synthesis(mixed, batch, length, step, dilation, blocks, bias)
+    expected = _reference_signal(mixed, batch, length, step, dilation) + bias[:, None].double()
+    assert out.shape == (batch, channels, length) and out.dtype == torch.float32
+    assert _rel(out, expected) < 1e-6
+
+
+@needs_native
+def test_kernel_rejects_what_it_cannot_do():
+    x = torch.randn(1, 4, 100)
+    with pytest.raises(ValueError, match="unsupported block DFT"):
+        native.analysis(x, 48, 38, 1, 3, 5)  # not a power of two
+    with pytest.raises(ValueError, match="float32/bfloat16"):
+        native.analysis(x.double(), 32, 22, 1, 5, 5)
+    spectra = native.analysis(x, 32, 22, 1, 5, 5)
+    with pytest.raises(ValueError, match="cannot cover"):
+        native.synthesis(spectra, 1, 200, 22, 1, 5, None)
+    with pytest.raises(ValueError, match="bias"):
+        native.synthesis(spectra, 1, 100, 22, 1, 5, torch.zeros(3))
+    with pytest.raises(ValueError, match="bfloat16 spectra"):
+        native.synthesis(spectra.float(), 1, 100, 22, 1, 5, None)
+
+
+def test_switched_off_the_convolution_uses_pytorch_transforms(monkeypatch, fresh_library):
+    monkeypatch.setenv("KOEL_NATIVE", "0")
+    assert native.library() is None
+    conv = nn.Conv1d(8, 8, 11, dilation=3, padding=15)
+    planned = plan_conv(conv, torch.bfloat16)
+    assert isinstance(planned, BlockDFTConv1d) and not planned.native and planned.block == 32
+    x = torch.randn(2, 8, 300)
+    with torch.no_grad():
+        assert _rel(planned(x), conv(x)) < 2e-2
+    with pytest.raises(RuntimeError, match="not available"):
+        native.analysis(x, 32, 22, 1, 14, 5)
+
+
+def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, fresh_library, caplog):
+    broken = tmp_path / "broken-cc"
+    broken.write_text("#!/bin/sh\necho 'broken-cc: cannot compile' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("CC", str(broken))
+    monkeypatch.setenv("KOEL_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="koel.model.native"):
+        assert native.library() is None
+    assert "cannot compile" in caplog.text
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    native.library.cache_clear()
+    assert native.library() is None
