@@ -139,3 +139,61 @@ def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, fre
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     native.library.cache_clear()
     assert native.library() is None
+
+
+@needs_native
+@pytest.mark.parametrize(("dilation", "length"), [(1, 2000), (3, 2000), (1, 40)])
+def test_activation_on_the_way_in_and_residual_added_on_the_way_out(dilation, length):
+    """conv(Snake(x * scale + shift)) + residual in one kernel pass == the same steps in PyTorch."""
+    torch.manual_seed(dilation)
+    channels, taps = 6, 11
+    conv = nn.Conv1d(channels, channels, taps, dilation=dilation, padding=dilation * (taps - 1) // 2)
+    block = BlockDFTConv1d(conv, torch.bfloat16, 64)
+    assert block.native
+    x = 3 * torch.randn(2, channels, length)
+    center, scale, shift = (
+        torch.randn(2, channels, 1),
+        torch.rand(2, channels, 1) + 0.5,
+        torch.randn(2, channels, 1),
+    )
+    alpha = torch.rand(1, channels, 1) + 0.2
+    residual = torch.randn(2, channels, length)
+    with torch.no_grad():
+        y = (x - center) * scale + shift
+        expected = conv(y + torch.sin(alpha * y) ** 2 / alpha) + residual
+        out = block.fused(x, (center, scale, shift, alpha), residual.clone())
+    assert _rel(out, expected) < 2e-2  # bf16 mixing, as the plain path
+    with torch.no_grad():  # the activation itself in float32, against torch's sine (cosine argument ~±100)
+        plain = block.fused(y + torch.sin(alpha * y) ** 2 / alpha)
+        fused = block.fused(x, (center, scale, shift, alpha))
+    assert _rel(fused, plain) < 2e-4  # a few spectrum values round the other way in bf16
+
+
+@needs_native
+def test_row_stats_are_exact_when_the_mean_dwarfs_the_spread():
+    torch.manual_seed(0)
+    spread = torch.tensor([1e-3, 1.0, 10.0, 1e-2, 3.0])[:, None]
+    offset = torch.tensor([1000.0, 0.0, -5.0, 30.0, 1e4])[:, None]
+    x = torch.randn(2, 5, 3001) * spread + offset
+    mean, var = native.row_stats(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=-1, keepdim=True, correction=0)
+    assert mean.shape == var.shape == (2, 5, 1)
+    assert float(((var.double() - ref_var).abs() / ref_var).max()) < 1e-3
+    # the mean to float32's resolution (two ulps), not better: the reference norm has the same limit
+    assert bool(((mean.double() - ref_mean).abs() <= ref_mean.abs() * 2.0**-22 + 1e-4 * ref_var.sqrt()).all())
+    with pytest.raises(ValueError, match="float32"):
+        native.row_stats(x.double())
+
+
+@needs_native
+@pytest.mark.parametrize("length", [1, 15, 16, 1001])
+def test_snake_pass_matches_torch(length):
+    torch.manual_seed(length)
+    x = 4 * torch.randn(2, 3, length)
+    center, scale, shift = torch.randn(2, 3, 1), torch.rand(2, 3, 1) + 0.5, torch.randn(2, 3, 1)
+    alpha = torch.rand(1, 3, 1) + 0.2
+    y = (x - center) * scale + shift
+    expected = y + torch.sin(alpha * y) ** 2 / alpha
+    out = native.snake(x, (center, scale, shift, alpha))
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    assert float(((out.float() - expected).abs() / (expected.abs() + 1e-3)).max()) < 8e-3  # bf16 rounding

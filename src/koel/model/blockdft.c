@@ -7,18 +7,22 @@
  * channel and block, the n-point DFT of the block and, after the channel mixing, the inverse DFT of
  * the mixed spectrum. As matrix products these are small-K GEMMs that run far below the CPU's peak
  * and need the overlapping blocks copied out first. Here each is an m-point complex FFT of the real
- * block packed as z[t] = x[2t] + i x[2t+1], run on 16 blocks at once (one SIMD lane each), reading
+ * block packed as z[t] = x[2t] + i x[2t+1], run on LANES blocks at once (one SIMD lane each), reading
  * the blocks straight from the signal and writing the spectrum in the layout the mixing products
- * read (and back).
+ * read, and back.
  *
- * Spectrum layout, n rows per channel: Re X_0, Re X_m (both real), then Re X_f, Im X_f for
- * f = 1 .. m - 1; tensor [n][channels][columns], columns ordered (batch item, phase, block).
- * Block j of phase r of a signal holds input samples r + d (j step + i), i < n, counted from `left`
- * samples before the signal's start (zeros outside it); its first `step` inverse-DFT samples are the
- * output samples r + d (j step + i), i < step.
+ * The analysis can apply the resblocks' activation on the way in, Snake(x * scale + shift) per
+ * channel, so the activated signal is never written out; the synthesis can add its output into the
+ * residual stream instead of writing a new tensor.
+ *
+ * Spectrum layout, n rows per channel: Re X_0, Re X_m (both real for real input), then Re X_f,
+ * Im X_f for f = 1 .. m - 1; tensor [n][channels][columns], columns ordered (batch item, phase,
+ * block). Block j of phase r holds input samples r + d (j step + i) - left, i < n (zero outside the
+ * signal); the first `step` samples of its inverse DFT are output samples r + d (j step + i).
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define LANES 16
@@ -29,13 +33,19 @@ typedef float vf __attribute__((vector_size(4 * LANES))); /* one value of LANES 
 typedef uint32_t vu __attribute__((vector_size(4 * LANES)));
 typedef uint16_t vh __attribute__((vector_size(2 * LANES)));
 
+static inline float from_bf16(bf16 v) {
+    union { uint32_t u; float f; } c;
+    c.u = (uint32_t)v << 16;
+    return c.f;
+}
+
 static inline vf load_bf16(const bf16 *src) { /* LANES values */
     vh h;
     memcpy(&h, src, sizeof h);
     return (vf)(__builtin_convertvector(h, vu) << 16);
 }
 
-static inline void store_bf16(bf16 *dst, vf v, int lanes) { /* round to nearest even */
+static inline void store_bf16(bf16 *dst, vf v, int lanes) { /* round to nearest even; finite input */
     vu u = (vu)v;
     u = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
     const vh h = __builtin_convertvector(u, vh);
@@ -43,20 +53,44 @@ static inline void store_bf16(bf16 *dst, vf v, int lanes) { /* round to nearest 
     else for (int l = 0; l < lanes; l++) dst[l] = h[l];
 }
 
-static inline float from_bf16(bf16 v) {
-    union { uint32_t u; float f; } c;
-    c.u = (uint32_t)v << 16;
-    return c.f;
+/* cos on every lane (|x| < 2^21): x = k pi + r, |r| <= pi / 2, cos x = (-1)^k cos r; error ~1e-7. */
+static inline vf vcos(vf x) {
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, parity in bit 0 */
+    vf k = x * (float)M_1_PI + magic;
+    const vu odd = (vu)k << 31;
+    k -= magic;
+    const vf r = x - k * 3.14159274101257324f + k * 8.742278e-8f; /* float(pi) - pi = 8.742278e-8 */
+    const vf z = r * r;
+    vf c = z * (1.0f / 479001600.0f) - 1.0f / 3628800.0f;
+    c = c * z + 1.0f / 40320.0f;
+    c = c * z - 1.0f / 720.0f;
+    c = c * z + 1.0f / 24.0f;
+    c = c * z - 0.5f;
+    c = c * z + 1.0f;
+    return (vf)((vu)c ^ odd);
 }
 
-static inline bf16 to_bf16(float f) { /* round to nearest even (inputs are finite) */
-    union { float f; uint32_t u; } c;
-    c.f = f;
-    return (bf16)((c.u + 0x7FFFu + ((c.u >> 16) & 1u)) >> 16);
+/* Snake((x - center) * scale + shift) = y + (1 - cos(2 alpha y)) / (2 alpha), or the identity. */
+typedef struct {
+    int on;
+    float center, scale, shift, twice_alpha, half_inv_alpha;
+} act_t;
+
+static inline vf activate(const act_t *a, vf x) {
+    if (!a->on) return x;
+    const vf y = (x - a->center) * a->scale + a->shift;
+    return y + a->half_inv_alpha - a->half_inv_alpha * vcos(y * a->twice_alpha);
+}
+
+static inline float activate1(const act_t *a, float x) {
+    if (!a->on) return x;
+    const float y = (x - a->center) * a->scale + a->shift;
+    return y + a->half_inv_alpha - a->half_inv_alpha * cosf(y * a->twice_alpha);
 }
 
 #if defined(__AVX512F__)
 #include <immintrin.h>
+#define KOEL_TRANSPOSE 1
 
 /* r[0..15] rows -> r[0..15] columns of the 16 x 16 matrix they form. */
 static inline void transpose16(__m512 r[16]) {
@@ -65,7 +99,7 @@ static inline void transpose16(__m512 r[16]) {
         t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
         t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
     }
-    for (int k = 0; k < 4; k++) { /* u[4k + c], quad q: column 4q + c of rows 4k .. 4k + 3 */
+    for (int k = 0; k < 4; k++) { /* u[4k + c], 128-bit quad q: column 4q + c of rows 4k .. 4k + 3 */
         const __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
         const __m512d c = _mm512_castps_pd(t[4 * k + 2]), d = _mm512_castps_pd(t[4 * k + 3]);
         u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
@@ -82,11 +116,10 @@ static inline void transpose16(__m512 r[16]) {
         r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
     }
 }
-#define KOEL_TRANSPOSE 1
 #endif
 
 typedef struct {
-    int m;                                      /* complex FFT length: half the block */
+    int n, m;                                   /* block length, complex FFT length m = n / 2 */
     int rev[MAX_HALF];                          /* bit reversal of 0 .. m - 1 */
     float wr[MAX_HALF / 2], wi[MAX_HALF / 2];   /* exp(-2 pi i k / m), k < m / 2 */
     float cr[MAX_HALF], ci[MAX_HALF];           /* exp(-2 pi i f / n), f < m */
@@ -96,6 +129,7 @@ static int make_plan(plan_t *p, int n) {
     int m = n / 2, bits = 0;
     if (n < 4 || m > MAX_HALF || (n & (n - 1)) != 0) return -1;
     while ((1 << bits) < m) bits++;
+    p->n = n;
     p->m = m;
     for (int t = 0; t < m; t++) {
         int r = 0;
@@ -103,12 +137,12 @@ static int make_plan(plan_t *p, int n) {
         p->rev[t] = r;
     }
     for (int k = 0; k < m / 2; k++) {
-        double a = -2.0 * M_PI * k / m;
+        const double a = -2.0 * M_PI * k / m;
         p->wr[k] = (float)cos(a);
         p->wi[k] = (float)sin(a);
     }
     for (int f = 0; f < m; f++) {
-        double a = -2.0 * M_PI * f / n;
+        const double a = -2.0 * M_PI * f / n;
         p->cr[f] = (float)cos(a);
         p->ci[f] = (float)sin(a);
     }
@@ -134,152 +168,219 @@ static inline void fft(const plan_t *p, vf *restrict re, vf *restrict im) {
     }
 }
 
-/* x: [batch][channels][length], float32 (x_bf16 = 0) or bfloat16; out: [n][channels][columns] bf16. */
-int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int length, int dilation,
-                      int step, int n, int blocks, int left, bf16 *out) {
+/* One polyphase phase of one signal row, activated and zero-padded: phase[t] = a(row[r + d t - left])
+ * for t < count, 0 outside the signal, so that block j is phase[j step .. j step + n - 1]. */
+static void fill_phase(const void *row, int x_bf16, int length, int dilation, int64_t start, int64_t count,
+                       const act_t *act, float *phase) {
+    /* t in [lo, hi) reads inside the row: 0 <= start + d t < length */
+    int64_t lo = start >= 0 ? 0 : (-start + dilation - 1) / dilation;
+    int64_t hi = start >= length ? 0 : (length - start + dilation - 1) / dilation;
+    if (lo > count) lo = count;
+    if (hi > count) hi = count;
+    if (hi < lo) hi = lo;
+    memset(phase, 0, (size_t)lo * sizeof(float));
+    memset(phase + hi, 0, (size_t)(count - hi) * sizeof(float));
+    int64_t t = lo;
+    for (; t + LANES <= hi; t += LANES) { /* LANES at a time, activated as one vector */
+        const int64_t pos = start + (int64_t)dilation * t;
+        vf v;
+        if (dilation == 1 && x_bf16) v = load_bf16((const bf16 *)row + pos);
+        else if (dilation == 1) memcpy(&v, (const float *)row + pos, sizeof v);
+        else if (x_bf16) for (int l = 0; l < LANES; l++) v[l] = from_bf16(((const bf16 *)row)[pos + l * dilation]);
+        else for (int l = 0; l < LANES; l++) v[l] = ((const float *)row)[pos + l * dilation];
+        v = activate(act, v);
+        memcpy(phase + t, &v, sizeof v);
+    }
+    for (; t < hi; t++) {
+        const int64_t pos = start + (int64_t)dilation * t;
+        phase[t] = activate1(act, x_bf16 ? from_bf16(((const bf16 *)row)[pos]) : ((const float *)row)[pos]);
+    }
+}
+
+/* Blocks j0 .. j0 + LANES - 1 of a filled phase (block j at phase + j step) into lanes as the packed
+ * z[t] = x[2t] + i x[2t+1] in bit-reversed order. */
+static void load_blocks(const plan_t *p, const float *phase, int step, vf *re, vf *im) {
+    const int m = p->m;
+#ifdef KOEL_TRANSPOSE
+    if (p->n >= LANES) { /* 16 blocks x 16 contiguous samples at a time, transposed to lanes */
+        for (int i0 = 0; i0 < p->n; i0 += LANES) {
+            __m512 v[LANES];
+            for (int l = 0; l < LANES; l++) v[l] = _mm512_loadu_ps(phase + (int64_t)l * step + i0);
+            transpose16(v);
+            for (int ii = 0; ii < LANES; ii += 2) {
+                re[p->rev[(i0 + ii) / 2]] = (vf)v[ii];
+                im[p->rev[(i0 + ii) / 2]] = (vf)v[ii + 1];
+            }
+        }
+        return;
+    }
+#endif
+    for (int t = 0; t < m; t++) {
+        vf a = {0}, b = {0};
+        for (int l = 0; l < LANES; l++) {
+            a[l] = phase[(int64_t)l * step + 2 * t];
+            b[l] = phase[(int64_t)l * step + 2 * t + 1];
+        }
+        re[p->rev[t]] = a;
+        im[p->rev[t]] = b;
+    }
+}
+
+/* x: [batch][channels][length], float32 (x_bf16 = 0) or bfloat16; out: [n][channels][columns] bf16.
+ * center, scale, shift: [batch][channels] and alpha: [channels], all float32, or all NULL for no
+ * activation. */
+int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int length, int dilation, int step,
+                      int n, int blocks, int left, const float *center, const float *scale, const float *shift,
+                      const float *alpha, bf16 *out) {
     plan_t plan;
-    if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1) return -1;
+    if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1 || blocks < 1) return -1;
+    if ((scale == NULL) != (shift == NULL) || (scale == NULL) != (alpha == NULL) || (scale == NULL) != (center == NULL))
+        return -1;
     const int m = plan.m;
     const int64_t columns = (int64_t)batch * dilation * blocks;
     const int64_t plane = (int64_t)channels * columns; /* one spectrum row over all channels */
-#pragma omp parallel for schedule(static)
-    for (int bc = 0; bc < batch * channels; bc++) {
-        const int b = bc / channels, c = bc % channels;
-        const int64_t base = (int64_t)bc * length;
-        vf re[MAX_HALF], im[MAX_HALF];
-        for (int r = 0; r < dilation; r++) {
-            bf16 *dst = out + (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
-            for (int j0 = 0; j0 < blocks; j0 += LANES) {
-                const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
-                const int64_t first0 = (int64_t)r + (int64_t)dilation * ((int64_t)j0 * step) - left;
-                const int64_t last = first0 + (int64_t)dilation * ((int64_t)(LANES - 1) * step + n - 1);
-                if (first0 >= 0 && last < length && dilation == 1 && n >= LANES) {
-#ifdef KOEL_TRANSPOSE
-                    /* 16 rows (blocks) of 16 contiguous samples at a time, transposed to lanes */
-                    for (int i0 = 0; i0 < n; i0 += LANES) {
-                        __m512 v[LANES];
-                        for (int l = 0; l < LANES; l++) {
-                            const int64_t at = base + first0 + (int64_t)l * step + i0;
-                            if (x_bf16) {
-                                const __m256i h = _mm256_loadu_si256((const __m256i *)((const bf16 *)x + at));
-                                v[l] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-                            } else {
-                                v[l] = _mm512_loadu_ps((const float *)x + at);
-                            }
-                        }
-                        transpose16(v);
-                        for (int ii = 0; ii < LANES; ii += 2) {
-                            re[plan.rev[(i0 + ii) / 2]] = (vf)v[ii];
-                            im[plan.rev[(i0 + ii) / 2]] = (vf)v[ii + 1];
-                        }
+    /* a phase buffer holds every block of the row's groups, spare lanes of the last group included */
+    const int64_t groups = (blocks + LANES - 1) / LANES;
+    const int64_t count = groups * LANES * (int64_t)step + n;
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *phase = malloc((size_t)count * sizeof(float));
+        if (phase == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int bc = 0; bc < batch * channels; bc++) {
+            if (phase == NULL) continue;
+            const int b = bc / channels, c = bc % channels;
+            const void *row = x_bf16 ? (const void *)((const bf16 *)x + (int64_t)bc * length)
+                                     : (const void *)((const float *)x + (int64_t)bc * length);
+            act_t act = {0, 0.0f, 1.0f, 0.0f, 0.0f, 0.0f};
+            if (scale) {
+                act.on = 1;
+                act.center = center[bc];
+                act.scale = scale[bc];
+                act.shift = shift[bc];
+                act.twice_alpha = 2.0f * alpha[c];
+                act.half_inv_alpha = 1.0f / act.twice_alpha;
+            }
+            vf re[MAX_HALF], im[MAX_HALF];
+            for (int r = 0; r < dilation; r++) {
+                fill_phase(row, x_bf16, length, dilation, (int64_t)r - left, count, &act, phase);
+                bf16 *dst = out + (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
+                for (int j0 = 0; j0 < blocks; j0 += LANES) {
+                    const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
+                    load_blocks(&plan, phase + (int64_t)j0 * step, step, re, im);
+                    fft(&plan, re, im);
+                    /* the real block's spectrum from the packed one: X_f = E_f + exp(-2 pi i f / n) O_f */
+                    bf16 *at = dst + j0;
+                    store_bf16(at, re[0] + im[0], lanes);
+                    store_bf16(at + plane, re[0] - im[0], lanes);
+                    for (int f = 1; f < m; f++) {
+                        const float cr = plan.cr[f], ci = plan.ci[f];
+                        const vf a = re[f], bb = im[f], cc = re[m - f], e = im[m - f];
+                        const vf er = 0.5f * (a + cc), ei = 0.5f * (bb - e);
+                        const vf or_ = 0.5f * (bb + e), oi = 0.5f * (cc - a);
+                        store_bf16(at + (int64_t)(2 * f) * plane, er + cr * or_ - ci * oi, lanes);
+                        store_bf16(at + (int64_t)(2 * f + 1) * plane, ei + cr * oi + ci * or_, lanes);
                     }
-#else
-                    goto gather;
-#endif
-                } else if (first0 >= 0 && last < length) {
-#ifndef KOEL_TRANSPOSE
-                gather:;
-#endif
-                    int idx[LANES];
-                    for (int l = 0; l < LANES; l++) idx[l] = l * step * dilation;
-                    if (x_bf16) {
-                        const uint16_t *src = (const uint16_t *)x + base + first0;
-                        for (int t = 0; t < m; t++) {
-                            const uint16_t *s0 = src + (int64_t)dilation * (2 * t), *s1 = s0 + dilation;
-                            float *dr = (float *)&re[plan.rev[t]], *di = (float *)&im[plan.rev[t]];
-                            for (int l = 0; l < LANES; l++) {
-                                dr[l] = from_bf16(s0[idx[l]]);
-                                di[l] = from_bf16(s1[idx[l]]);
-                            }
-                        }
-                    } else {
-                        const float *src = (const float *)x + base + first0;
-                        for (int t = 0; t < m; t++) {
-                            const float *s0 = src + (int64_t)dilation * (2 * t), *s1 = s0 + dilation;
-                            float *dr = (float *)&re[plan.rev[t]], *di = (float *)&im[plan.rev[t]];
-                            for (int l = 0; l < LANES; l++) {
-                                dr[l] = s0[idx[l]];
-                                di[l] = s1[idx[l]];
-                            }
-                        }
-                    }
-                } else {
-                for (int l = 0; l < LANES; l++) {
-                    const int64_t first = (int64_t)r + (int64_t)dilation * ((int64_t)(j0 + (l < lanes ? l : 0)) * step) - left;
-                        for (int i = 0; i < n; i++) {
-                            const int64_t pos = first + (int64_t)dilation * i;
-                            float v = 0.0f;
-                            if (pos >= 0 && pos < length)
-                                v = x_bf16 ? from_bf16(((const bf16 *)x)[base + pos]) : ((const float *)x)[base + pos];
-                            if (i & 1) im[plan.rev[i / 2]][l] = v;
-                            else re[plan.rev[i / 2]][l] = v;
-                        }
-                }
-                }
-                fft(&plan, re, im);
-                /* spectrum of the real block from the packed one: X_f = E_f + exp(-2 pi i f / n) O_f */
-                bf16 *row = dst + j0;
-                store_bf16(row, re[0] + im[0], lanes);
-                store_bf16(row + plane, re[0] - im[0], lanes);
-                for (int f = 1; f < m; f++) {
-                    const float cr = plan.cr[f], ci = plan.ci[f];
-                    const vf a = re[f], bb = im[f], cc = re[m - f], e = im[m - f];
-                    const vf er = 0.5f * (a + cc), ei = 0.5f * (bb - e);
-                    const vf or_ = 0.5f * (bb + e), oi = 0.5f * (cc - a);
-                    store_bf16(row + (int64_t)(2 * f) * plane, er + cr * or_ - ci * oi, lanes);
-                    store_bf16(row + (int64_t)(2 * f + 1) * plane, ei + cr * oi + ci * or_, lanes);
                 }
             }
         }
+        free(phase);
     }
-    return 0;
+    return failed ? -2 : 0;
 }
 
-/* y: [n][channels][columns] bf16 (mixed spectra); out: [batch][channels][length], float32
- * (out_bf16 = 0) or bfloat16; bias: [channels] float32 or NULL. */
+/* Output sample i of every lane's block (after the inverse FFT, unscaled): x[2t] = re[t], x[2t+1] = -im[t]. */
+static inline vf sample(const vf *re, const vf *im, int i) { return i & 1 ? -im[i / 2] : re[i / 2]; }
+
+/* The first `step` samples of LANES blocks, times `scale` plus `bias`, written (or added) to a row. */
+static void store_blocks(const plan_t *p, const vf *re, const vf *im, float *row, int length, int dilation,
+                         int step, int64_t first, int lanes, float scale, float bias, int accumulate) {
+    const int64_t stride = (int64_t)dilation * step;
+    const int inside = lanes == LANES && first + stride * LANES - dilation < length;
+    (void)p; /* its block length picks the transposed path where there is one */
+#ifdef KOEL_TRANSPOSE
+    if (inside && dilation == 1 && p->n >= LANES) { /* d = 1: the blocks' outputs are contiguous */
+        for (int i0 = 0; i0 < step; i0 += LANES) {
+            __m512 v[LANES];
+            for (int ii = 0; ii < LANES; ii++) v[ii] = (__m512)(sample(re, im, i0 + ii) * scale + bias);
+            transpose16(v);
+            const int count = step - i0 < LANES ? step - i0 : LANES;
+            const __mmask16 keep = (__mmask16)((1u << count) - 1u);
+            for (int l = 0; l < LANES; l++) {
+                float *at = row + first + l * stride + i0;
+                const __m512 w = accumulate ? _mm512_add_ps(v[l], _mm512_maskz_loadu_ps(keep, at)) : v[l];
+                _mm512_mask_storeu_ps(at, keep, w);
+            }
+        }
+        return;
+    }
+#endif
+    if (inside) {
+        for (int i = 0; i < step; i++) {
+            const vf v = sample(re, im, i) * scale + bias;
+            float *at = row + first + (int64_t)dilation * i;
+            for (int l = 0; l < LANES; l++) at[l * stride] = accumulate ? at[l * stride] + v[l] : v[l];
+        }
+        return;
+    }
+    for (int l = 0; l < lanes; l++) {
+        for (int i = 0; i < step; i++) {
+            const int64_t pos = first + l * stride + (int64_t)dilation * i;
+            if (pos >= length) break;
+            const float v = sample(re, im, i)[l] * scale + bias;
+            row[pos] = accumulate ? row[pos] + v : v;
+        }
+    }
+}
+
+/* y: [n][channels][columns] bf16 (mixed spectra) -> out: [batch][channels][length] float32, written
+ * (accumulate = 0) or added to; bias: [channels] float32 or NULL. */
 int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int dilation, int step, int n,
-                       int blocks, const float *bias, void *out, int out_bf16) {
+                       int blocks, const float *bias, float *out, int accumulate) {
     plan_t plan;
     if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1) return -1;
     const int m = plan.m;
     const int64_t columns = (int64_t)batch * dilation * blocks;
     const int64_t plane = (int64_t)channels * columns;
-    const float scale = 1.0f / (float)m;
+    const float scale = 1.0f / (float)m; /* the inverse FFT's 1 / m */
 #pragma omp parallel for schedule(static)
     for (int bc = 0; bc < batch * channels; bc++) {
         const int b = bc / channels, c = bc % channels;
-        const int64_t base = (int64_t)bc * length;
+        float *row = out + (int64_t)bc * length;
         const float shift = bias ? bias[c] : 0.0f;
-        vf re[MAX_HALF], im[MAX_HALF];
+        vf re[MAX_HALF], im[MAX_HALF], ar[MAX_HALF], ai[MAX_HALF]; /* ar, ai: Y_f, f < m */
         for (int r = 0; r < dilation; r++) {
             const bf16 *src = y + (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
             for (int j0 = 0; j0 < blocks; j0 += LANES) {
                 const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
-                const bf16 *row = src + j0;
-                vf ar[MAX_HALF], ai[MAX_HALF]; /* Y_f, f < m (Im Y_0 = 0) */
-                vf nyq;
+                const bf16 *at = src + j0;
+                vf nyquist;
                 if (lanes == LANES) {
-                    ar[0] = load_bf16(row);
-                    nyq = load_bf16(row + plane);
+                    ar[0] = load_bf16(at);
+                    nyquist = load_bf16(at + plane);
                     for (int f = 1; f < m; f++) {
-                        ar[f] = load_bf16(row + (int64_t)(2 * f) * plane);
-                        ai[f] = load_bf16(row + (int64_t)(2 * f + 1) * plane);
+                        ar[f] = load_bf16(at + (int64_t)(2 * f) * plane);
+                        ai[f] = load_bf16(at + (int64_t)(2 * f + 1) * plane);
                     }
-                } else { /* the last blocks of a row: fill the spare lanes with block 0 */
+                } else { /* the last blocks of a row: spare lanes repeat block j0 */
                     for (int l = 0; l < LANES; l++) {
                         const int k = l < lanes ? l : 0;
-                        ar[0][l] = from_bf16(row[k]);
-                        nyq[l] = from_bf16(row[plane + k]);
+                        ar[0][l] = from_bf16(at[k]);
+                        nyquist[l] = from_bf16(at[plane + k]);
                         for (int f = 1; f < m; f++) {
-                            ar[f][l] = from_bf16(row[(int64_t)(2 * f) * plane + k]);
-                            ai[f][l] = from_bf16(row[(int64_t)(2 * f + 1) * plane + k]);
+                            ar[f][l] = from_bf16(at[(int64_t)(2 * f) * plane + k]);
+                            ai[f][l] = from_bf16(at[(int64_t)(2 * f + 1) * plane + k]);
                         }
                     }
                 }
-                /* Z_f = E_f + i O_f: the spectra of the even and odd samples, packed; conjugated
-                 * into bit-reversed order so that a forward FFT computes the inverse */
-                re[plan.rev[0]] = 0.5f * (ar[0] + nyq);
-                im[plan.rev[0]] = -0.5f * (ar[0] - nyq);
+                /* Z_f = E_f + i O_f: the spectra of the even and odd samples, packed; conjugated into
+                 * bit-reversed order so that a forward FFT computes the inverse */
+                re[plan.rev[0]] = 0.5f * (ar[0] + nyquist);
+                im[plan.rev[0]] = -0.5f * (ar[0] - nyquist);
                 for (int f = 1; f < m; f++) {
                     const float cr = plan.cr[f], ci = -plan.ci[f]; /* exp(+2 pi i f / n) */
                     const vf a = ar[f], bb = ai[f], cc = ar[m - f], e = ai[m - f];
@@ -289,57 +390,69 @@ int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int d
                     im[plan.rev[f]] = -(ei + (dr * cr - di * ci));
                 }
                 fft(&plan, re, im);
-                const int64_t first0 = (int64_t)r + (int64_t)dilation * ((int64_t)j0 * step);
-                if (lanes == LANES && first0 + (int64_t)dilation * ((int64_t)LANES * step - 1) < length) {
-                    int idx[LANES];
-                    for (int l = 0; l < LANES; l++) idx[l] = l * step * dilation;
-                    if (dilation == 1 && !out_bf16 && n >= LANES) {
-                        float *dst = (float *)out + base + first0;
-#ifdef KOEL_TRANSPOSE
-                        const __m512 sc = _mm512_set1_ps(scale), nsc = _mm512_set1_ps(-scale), sh = _mm512_set1_ps(shift);
-                        for (int i0 = 0; i0 < step; i0 += LANES) {
-                            __m512 v[LANES];
-                            for (int ii = 0; ii < LANES; ii += 2) {
-                                v[ii] = _mm512_fmadd_ps((__m512)re[(i0 + ii) / 2], sc, sh);
-                                v[ii + 1] = _mm512_fmadd_ps((__m512)im[(i0 + ii) / 2], nsc, sh);
-                            }
-                            transpose16(v);
-                            const int count = step - i0 < LANES ? step - i0 : LANES;
-                            const __mmask16 keep = (__mmask16)((1u << count) - 1u);
-                            for (int l = 0; l < LANES; l++) _mm512_mask_storeu_ps(dst + (int64_t)l * step + i0, keep, v[l]);
-                        }
-#else
-                        for (int t = 0; t < m && 2 * t < step; t++) {
-                            for (int l = 0; l < LANES; l++) dst[l * step + 2 * t] = re[t][l] * scale + shift;
-                            if (2 * t + 1 < step)
-                                for (int l = 0; l < LANES; l++) dst[l * step + 2 * t + 1] = -im[t][l] * scale + shift;
-                        }
-#endif
-                    } else
-                    for (int i = 0; i < step; i++) {
-                        const float *v = (const float *)(i & 1 ? &im[i / 2] : &re[i / 2]);
-                        const float sign = i & 1 ? -scale : scale;
-                        if (out_bf16) {
-                            uint16_t *dst = (uint16_t *)out + base + first0 + (int64_t)dilation * i;
-                            for (int l = 0; l < LANES; l++) dst[idx[l]] = to_bf16(v[l] * sign + shift);
-                        } else {
-                            float *dst = (float *)out + base + first0 + (int64_t)dilation * i;
-                            for (int l = 0; l < LANES; l++) dst[idx[l]] = v[l] * sign + shift;
-                        }
-                    }
-                } else {
-                for (int l = 0; l < lanes; l++) {
-                    const int64_t first = (int64_t)r + (int64_t)dilation * ((int64_t)(j0 + l) * step);
-                    for (int i = 0; i < step; i++) {
-                        const int64_t pos = first + (int64_t)dilation * i;
-                        if (pos >= length) break;
-                        const float v = (i & 1 ? -im[i / 2][l] : re[i / 2][l]) * scale + shift;
-                        if (out_bf16) ((bf16 *)out)[base + pos] = to_bf16(v);
-                        else ((float *)out)[base + pos] = v;
-                    }
-                }
-                }
+                const int64_t first = r + (int64_t)dilation * ((int64_t)j0 * step);
+                store_blocks(&plan, re, im, row, length, dilation, step, first, lanes, scale, shift, accumulate);
             }
+        }
+    }
+    return 0;
+}
+
+/* Mean and (biased) variance of each row of x [rows][length], float32, both centred passes over the
+ * row (exact whatever the ratio of mean to spread). */
+int koel_row_stats(const float *x, int rows, int length, float *mean, float *var) {
+    if (rows < 0 || length < 1) return -1;
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < rows; i++) {
+        const float *row = x + (int64_t)i * length;
+        vf acc = {0};
+        int64_t t = 0;
+        for (; t + LANES <= length; t += LANES) {
+            vf v;
+            memcpy(&v, row + t, sizeof v);
+            acc += v;
+        }
+        double sum = 0.0;
+        for (int l = 0; l < LANES; l++) sum += acc[l];
+        for (; t < length; t++) sum += row[t];
+        const float m = (float)(sum / length);
+        vf sq = {0};
+        for (t = 0; t + LANES <= length; t += LANES) {
+            vf v;
+            memcpy(&v, row + t, sizeof v);
+            v -= m;
+            sq += v * v;
+        }
+        double squares = 0.0;
+        for (int l = 0; l < LANES; l++) squares += sq[l];
+        for (; t < length; t++) squares += (double)(row[t] - m) * (row[t] - m);
+        mean[i] = m;
+        var[i] = (float)(squares / length);
+    }
+    return 0;
+}
+
+/* out = Snake((x - center) * scale + shift) in bf16, for the convolutions that stay direct; x and out
+ * [batch][channels][length], center, scale, shift [batch][channels], alpha [channels]. */
+int koel_snake(const float *x, int batch, int channels, int length, const float *center, const float *scale,
+               const float *shift, const float *alpha, bf16 *out) {
+    if (batch < 0 || channels < 0 || length < 0) return -1;
+#pragma omp parallel for schedule(static)
+    for (int bc = 0; bc < batch * channels; bc++) {
+        const float *row = x + (int64_t)bc * length;
+        bf16 *dst = out + (int64_t)bc * length;
+        act_t act = {1, center[bc], scale[bc], shift[bc], 2.0f * alpha[bc % channels], 0.0f};
+        act.half_inv_alpha = 1.0f / act.twice_alpha;
+        int64_t t = 0;
+        for (; t + LANES <= length; t += LANES) {
+            vf v;
+            memcpy(&v, row + t, sizeof v);
+            store_bf16(dst + t, activate(&act, v), LANES);
+        }
+        if (t < length) { /* the tail, through one padded vector */
+            vf v = {0};
+            for (int l = 0; t + l < length; l++) v[l] = row[t + l];
+            store_bf16(dst + t, activate(&act, v), (int)(length - t));
         }
     }
     return 0;

@@ -104,32 +104,18 @@ def _affine_snake(
     return t.to(out_dtype)
 
 
-def adain_snake(
-    x: torch.Tensor,
-    norm: AdaIN1d,
-    s: torch.Tensor,
-    alpha: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    out_dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Snake(AdaIN(x)) = y + sin^2(alpha y) / alpha with y = (1 + g) IN(x) + b, then masked.
+def adain_affine(
+    x: torch.Tensor, norm: AdaIN1d, s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AdaIN(x) without a mask as (source, scale, shift): AdaIN(x) = source * scale + shift.
 
-    The same function as ``apply_mask(snake(norm(x, s, mask), alpha), mask)``. Without a mask the
-    statistics are two reductions (mean and mean square), and the affine and Snake are one chain of
-    in-place passes (:func:`_affine_snake`) written in ``out_dtype`` (the input dtype of the next
-    convolution).
+    source is x (float32) itself when a one-pass variance is exact enough, else x centred; scale and
+    shift are [B, C, 1]. Inside :func:`generate_tiles` the statistics are those of every tile so far.
     """
     gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
     x = x.float()  # mixed-dtype element-wise ops are slow in eager mode: convert once
-    if exporting():  # traced for ONNX: no data-dependent branch, no in-place ops
-        if mask is None:  # centred in the graph rather than through an InstanceNormalization node
-            y = x - x.mean(dim=-1, keepdim=True)
-            y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
-        else:
-            y = norm(x, s, mask)  # the reference AdaIN, traceable as it is
-        return apply_mask(snake(y, alpha), mask).to(out_dtype)
     running = _RUNNING_STATS.get()
-    if mask is None and running is not None:
+    if running is not None:
         # this span's mean and centred sum of squares, merged with the earlier tiles' (Chan et al.),
         # in float64: exact enough whatever the ratio of mean to spread
         count = x.shape[-1]
@@ -146,19 +132,47 @@ def adain_snake(
             count = total
         running[id(norm)] = (mean64, m2, count)
         scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + _EPS)
-        return _affine_snake(y, scale, beta - (mean64 - local64).float() * scale, alpha, None, out_dtype)
+        return y, scale, beta - (mean64 - local64).float() * scale
+    mean = x.mean(dim=-1, keepdim=True)
+    mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
+    var = mean_sq - mean.square()
+    # One pass is exact enough while the mean is at most ~30 standard deviations; past that the
+    # subtraction loses digits (on either formula's affine), so centre first as the reference does.
+    if x.device.type == "cpu" and not bool((var < 1e-3 * mean_sq).any()):
+        scale = (1 + gamma) * torch.rsqrt(var + _EPS)
+        return x, scale, beta - mean * scale
+    y = x - mean
+    return y, (1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS), beta
+
+
+def adain_snake(
+    x: torch.Tensor,
+    norm: AdaIN1d,
+    s: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Snake(AdaIN(x)) = y + sin^2(alpha y) / alpha with y = (1 + g) IN(x) + b, then masked.
+
+    The same function as ``apply_mask(snake(norm(x, s, mask), alpha), mask)``. Without a mask the
+    statistics are two reductions (mean and mean square, :func:`adain_affine`), and the affine and
+    Snake are one chain of in-place passes (:func:`_affine_snake`) written in ``out_dtype`` (the input
+    dtype of the next convolution).
+    """
+    if exporting():  # traced for ONNX: no data-dependent branch, no in-place ops
+        x = x.float()
+        if mask is None:  # centred in the graph rather than through an InstanceNormalization node
+            gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+            y = x - x.mean(dim=-1, keepdim=True)
+            y = y * ((1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)) + beta
+        else:
+            y = norm(x, s, mask)  # the reference AdaIN, traceable as it is
+        return apply_mask(snake(y, alpha), mask).to(out_dtype)
     if mask is None:
-        mean = x.mean(dim=-1, keepdim=True)
-        mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
-        var = mean_sq - mean.square()
-        # One pass is exact enough while the mean is at most ~30 standard deviations; past that the
-        # subtraction loses digits (on either formula's affine), so centre first as the reference does.
-        if x.device.type == "cpu" and not bool((var < 1e-3 * mean_sq).any()):
-            scale = (1 + gamma) * torch.rsqrt(var + _EPS)
-            return _affine_snake(x, scale, beta - mean * scale, alpha, None, out_dtype)
-        y = x - mean
-        scale = (1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS)
-        return _affine_snake(y, scale, beta, alpha, None, out_dtype)
+        return _affine_snake(*adain_affine(x, norm, s), alpha, None, out_dtype)
+    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+    x = x.float()
     valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
     mean = (x * mask).sum(dim=-1, keepdim=True) / valid  # cascade sum: a GEMV loses digits here
     y = (x - mean).mul_(mask)
@@ -262,6 +276,11 @@ class BlockDFTConv1d(nn.Module):
         bias = None if conv.bias is None else conv.bias.detach().float().clone()
         self.register_buffer("bias", bias, persistent=False)
 
+    def _blocks(self, length: int) -> int:
+        """Blocks of the longest polyphase phase for a signal of ``length`` steps."""
+        per_phase = -(-length // self.dilation)
+        return -(-per_phase // self.step)
+
     def _mix(self, spectra: torch.Tensor) -> torch.Tensor:
         """[n, C_in, columns] -> [n, C_out, columns]: the per-bin channel products, in place in one tensor."""
         columns = spectra.shape[-1]
@@ -279,12 +298,10 @@ class BlockDFTConv1d(nn.Module):
             return self._traceable(x)
         batch, c_in, length = x.shape
         d, k, step = self.dilation, self.taps, self.step
-        per_phase = -(-length // d)  # output steps of the longest phase
-        n_blocks = -(-per_phase // step)
+        n_blocks = self._blocks(length)
         left = d * (k - 1) // 2
         if self.native and x.device.type == "cpu":
-            spectra = self._mix(native.analysis(x, self.block, step, d, n_blocks, left))
-            return native.synthesis(spectra, batch, length, step, d, n_blocks, self.bias)
+            return self.fused(x)
         total = d * (n_blocks * step + k - 1)
         # One name for every stage, so each intermediate (1.2-1.5x the input) is freed as soon as the
         # next exists: at most two are alive, which keeps the generator's memory per second of audio low.
@@ -299,6 +316,26 @@ class BlockDFTConv1d(nn.Module):
         # interleave the phases (output r + d m comes from phase r, step m); a view when d = 1
         t = t.view(self.c_out, batch, d, n_blocks * step).transpose(2, 3)
         return t.reshape(self.c_out, batch, d * n_blocks * step)[..., :length].transpose(0, 1)
+
+    def fused(
+        self,
+        x: torch.Tensor,
+        activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """With the compiled kernel only: conv(Snake((x - center) * scale + shift)) for ``activation =
+        (center, scale, shift, alpha)`` (else conv(x)), float32; added in place into ``residual`` when
+        given.
+
+        The activation is applied as the kernel reads each block, so the activated signal is never
+        stored; the output goes straight into the residual stream.
+        """
+        batch, _, length = x.shape
+        d, step = self.dilation, self.step
+        n_blocks = self._blocks(length)
+        left = d * (self.taps - 1) // 2
+        spectra = self._mix(native.analysis(x, self.block, step, d, n_blocks, left, activation))
+        return native.synthesis(spectra, batch, length, step, d, n_blocks, self.bias, out=residual)
 
     def _traceable(self, x: torch.Tensor) -> torch.Tensor:
         """The same computation for ONNX tracing (batch 1): block count from tensor ops, gathered blocks."""
@@ -369,13 +406,53 @@ class FastAdaINResBlock1(AdaINResBlock1):
         for conv1, conv2, norm1, norm2, alpha1, alpha2 in zip(
             self.fast1, self.fast2, self.adain1, self.adain2, self.alpha1, self.alpha2, strict=True
         ):
-            t = conv1(adain_snake(x, norm1, s, alpha1, mask, self.dtype))
-            t = conv2(adain_snake(t, norm2, s, alpha2, mask, self.dtype))
-            # fp32 residual stream; t is converted first: an in-place add of a bf16 tensor to an fp32
-            # one takes a slow mixed-dtype path (about 20x slower than converting, then adding)
-            x = x.add_(t.float()) if owned else x + t.float()
+            if _fusable(conv1, x, mask):  # the activation applied inside the block-DFT kernel
+                source, center, scale, shift = _kernel_affine(x, norm1, s)
+                t = cast(BlockDFTConv1d, conv1).fused(source, (center, scale, shift, alpha1))
+            else:
+                t = conv1(self._activated(x, norm1, s, alpha1, mask))
+            if _fusable(conv2, t, mask):  # ... and the residual add too
+                source, center, scale, shift = _kernel_affine(t, norm2, s)
+                residual = x if owned else x.clone(memory_format=torch.contiguous_format)
+                x = cast(BlockDFTConv1d, conv2).fused(source, (center, scale, shift, alpha2), residual)
+            else:
+                t = conv2(self._activated(t, norm2, s, alpha2, mask))
+                # fp32 residual stream; t is converted first: an in-place add of a bf16 tensor to an
+                # fp32 one takes a slow mixed-dtype path (about 20x slower than converting, then adding)
+                x = x.add_(t.float()) if owned else x + t.float()
             owned = True
         return x
+
+    def _activated(
+        self, x: torch.Tensor, norm: AdaIN1d, s: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Snake(AdaIN(x)) as the input of a direct convolution: in one compiled pass where it can be."""
+        if self.dtype == torch.bfloat16 and _fusable(None, x, mask):
+            source, center, scale, shift = _kernel_affine(x, norm, s)
+            return native.snake(source, (center, scale, shift, alpha))
+        return adain_snake(x, norm, s, alpha, mask, self.dtype)
+
+
+def _kernel_affine(
+    x: torch.Tensor, norm: AdaIN1d, s: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AdaIN(x) without a mask as (source, center, scale, shift) = (source - center) * scale + shift,
+    for the compiled kernel: statistics from its centred row passes, the centring left to the kernel."""
+    if _RUNNING_STATS.get() is not None:  # tiles: statistics merged over the tiles so far
+        source, scale, shift = adain_affine(x, norm, s)
+        return source, torch.zeros_like(scale), scale, shift
+    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+    x = x.float()
+    mean, var = native.row_stats(x)
+    return x, mean, (1 + gamma) * torch.rsqrt(var + _EPS), beta
+
+
+def _fusable(conv: nn.Module | None, x: torch.Tensor, mask: torch.Tensor | None) -> bool:
+    """Whether the compiled kernel can take this activation: into ``conv``'s transforms (a block-DFT
+    convolution), or as a pass of its own (``conv`` None)."""
+    if mask is not None or x.device.type != "cpu" or exporting() or not native.available():
+        return False
+    return conv is None or (isinstance(conv, BlockDFTConv1d) and conv.native)
 
 
 class FastAdainResBlk1d(AdainResBlk1d):

@@ -108,9 +108,12 @@ def library() -> ctypes.CDLL | None:
         log.warning("could not load koel's block-DFT kernel (%s); using the PyTorch version", e)
         return None
     c_int, ptr = ctypes.c_int, ctypes.c_void_p
-    lib.koel_dft_analysis.argtypes = [ptr, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int, c_int, ptr]
-    lib.koel_dft_synthesis.argtypes = [ptr, c_int, c_int, c_int, c_int, c_int, c_int, c_int, ptr, ptr, c_int]
-    lib.koel_dft_analysis.restype = lib.koel_dft_synthesis.restype = c_int
+    lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr]
+    lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 7, ptr, ptr, c_int]
+    lib.koel_row_stats.argtypes = [ptr, c_int, c_int, ptr, ptr]
+    lib.koel_snake.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, ptr, ptr, ptr]
+    for function in (lib.koel_dft_analysis, lib.koel_dft_synthesis, lib.koel_row_stats, lib.koel_snake):
+        function.restype = c_int
     return lib
 
 
@@ -123,11 +126,32 @@ def _check(n: int, step: int, dilation: int, blocks: int) -> None:
         raise ValueError(f"unsupported block DFT: n={n}, step={step}, dilation={dilation}, blocks={blocks}")
 
 
-def analysis(x: torch.Tensor, n: int, step: int, dilation: int, blocks: int, left: int) -> torch.Tensor:
+def _activation_arrays(
+    activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], batch: int, channels: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(center, scale, shift, alpha) as contiguous float32 [B, C, 1] x 3 and [1, C, 1]."""
+    sizes = ((batch, channels, 1),) * 3 + ((1, channels, 1),)
+    center, scale, shift, alpha = (
+        t.detach().float().expand(size).contiguous() for t, size in zip(activation, sizes, strict=True)
+    )
+    return center, scale, shift, alpha
+
+
+def analysis(
+    x: torch.Tensor,
+    n: int,
+    step: int,
+    dilation: int,
+    blocks: int,
+    left: int,
+    activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """x [B, C, L] (CPU, float32 or bfloat16) -> spectra [n, C, B * dilation * blocks] bfloat16.
 
-    Column (b, r, j) holds the n-point DFT of x[b, c, r + dilation * (j * step + i) - left], i < n
-    (zero outside the signal).
+    Column (b, r, j) holds the n-point DFT of a[b, c, r + dilation * (j * step + i) - left], i < n,
+    zero outside the signal, where a = x, or with ``activation = (center, scale, shift, alpha)``
+    (the first three [B, C, 1], alpha [1, C, 1]) a = Snake(y) = y + (1 - cos(2 alpha y)) / (2 alpha)
+    for y = (x - center) * scale + shift, computed once per sample as the row is read.
     """
     lib = library()
     if lib is None:
@@ -139,10 +163,14 @@ def analysis(x: torch.Tensor, n: int, step: int, dilation: int, blocks: int, lef
         )
     x = x.contiguous()
     batch, channels, length = x.shape
+    pointers: list[int | None] = [None] * 4
+    if activation is not None:
+        activation = _activation_arrays(activation, batch, channels)  # kept alive until the call returns
+        pointers = [t.data_ptr() for t in activation]
     out = torch.empty(n, channels, batch * dilation * blocks, dtype=torch.bfloat16)
     rc = lib.koel_dft_analysis(
         x.data_ptr(), int(x.dtype == torch.bfloat16), batch, channels, length, dilation, step, n, blocks, left,
-        out.data_ptr(),
+        *pointers, out.data_ptr(),
     )  # fmt: skip
     if rc != 0:
         raise RuntimeError(f"block-DFT analysis failed (n={n}, step={step})")
@@ -157,9 +185,11 @@ def synthesis(
     dilation: int,
     blocks: int,
     bias: torch.Tensor | None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Spectra [n, C, B * dilation * blocks] bfloat16 -> [B, C, L] float32: the first ``step`` samples
-    of each block's inverse DFT at r + dilation * (j * step + i), plus ``bias`` [C] if given."""
+    of each block's inverse DFT at r + dilation * (j * step + i), plus ``bias`` [C] if given; added
+    into ``out`` (float32, contiguous, [B, C, L]) when it is given, which is returned."""
     lib = library()
     if lib is None:
         raise RuntimeError("koel's block-DFT kernel is not available")
@@ -178,14 +208,71 @@ def synthesis(
         bias = bias.detach().float().contiguous()
         if bias.shape != (channels,):
             raise ValueError(f"bias must be [{channels}], got {tuple(bias.shape)}")
-    out = torch.empty(batch, channels, length)
+    accumulate = out is not None
+    if out is None:
+        out = torch.empty(batch, channels, length)
+    elif (
+        out.shape != (batch, channels, length)
+        or out.dtype != torch.float32
+        or not out.is_contiguous()
+        or out.device.type != "cpu"
+    ):
+        raise ValueError(f"out must be a contiguous float32 [{batch}, {channels}, {length}] tensor")
     rc = lib.koel_dft_synthesis(
         spectra.data_ptr(), batch, channels, length, dilation, step, n, blocks,
-        None if bias is None else bias.data_ptr(), out.data_ptr(), 0,
+        None if bias is None else bias.data_ptr(), out.data_ptr(), int(accumulate),
     )  # fmt: skip
     if rc != 0:
         raise RuntimeError(f"block-DFT synthesis failed (n={n}, step={step})")
     return out
 
 
-__all__ = ["BLOCK_SIZES", "SOURCE", "analysis", "available", "library", "spectrum_rows", "synthesis"]
+def snake(
+    x: torch.Tensor, activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
+    """Snake((x - center) * scale + shift) of a float32 CPU tensor [B, C, L] as bfloat16, in one pass;
+    ``activation = (center, scale, shift, alpha)`` as for :func:`analysis`."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("koel's block-DFT kernel is not available")
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
+        raise ValueError(f"snake takes a [B, C, L] float32 CPU tensor, got {x.dtype} {tuple(x.shape)}")
+    x = x.contiguous()
+    batch, channels, length = x.shape
+    arrays = _activation_arrays(activation, batch, channels)
+    out = torch.empty(batch, channels, length, dtype=torch.bfloat16)
+    if (
+        lib.koel_snake(x.data_ptr(), batch, channels, length, *(t.data_ptr() for t in arrays), out.data_ptr())
+        != 0
+    ):
+        raise RuntimeError("snake failed")
+    return out
+
+
+def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance over the last axis of a float32 CPU tensor [..., L], keepdim, each from
+    a centred pass over the row (exact however large the mean is against the spread)."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("koel's block-DFT kernel is not available")
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] < 1:
+        raise ValueError(f"row_stats takes a float32 CPU tensor with a non-empty last axis, got {x.dtype}")
+    x = x.contiguous()
+    rows, length = x.numel() // x.shape[-1], x.shape[-1]
+    mean = torch.empty(*x.shape[:-1], 1)
+    var = torch.empty(*x.shape[:-1], 1)
+    if lib.koel_row_stats(x.data_ptr(), rows, length, mean.data_ptr(), var.data_ptr()) != 0:
+        raise RuntimeError("row statistics failed")
+    return mean, var
+
+
+__all__ = [
+    "BLOCK_SIZES",
+    "SOURCE",
+    "analysis",
+    "available",
+    "library",
+    "row_stats",
+    "spectrum_rows",
+    "synthesis",
+]
