@@ -397,7 +397,7 @@ def section_profile(inputs: list, threads: int) -> None:
     for label, precision, dft, concurrent in (
         ("+ fused AdaIN/Snake (fp32)", "fp32", False, False),
         ("+ block-DFT long kernels (polyphase)", "fp32", True, False),
-        ("+ bf16 convolutions", "bf16", True, False),
+        ("+ bf16 convolutions, compiled kernel", "bf16", True, False),
         ("+ concurrent generator branches", "bf16", True, True),
     ):
         if precision == "bf16" and accelerate(copy.deepcopy(reference), "auto") != torch.bfloat16:
