@@ -197,3 +197,21 @@ def test_snake_pass_matches_torch(length):
     out = native.snake(x, (center, scale, shift, alpha))
     assert out.dtype == torch.bfloat16 and out.shape == x.shape
     assert float(((out.float() - expected).abs() / (expected.abs() + 1e-3)).max()) < 8e-3  # bf16 rounding
+
+
+@needs_native
+def test_results_do_not_depend_on_the_thread_count_or_calling_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = torch.randn(1, 8, 3000)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = native.analysis(x, 64, 54, 3, 19, 15)
+        torch.set_num_threads(max(2, before))
+        several = native.analysis(x, 64, 54, 3, 19, 15)
+    finally:
+        torch.set_num_threads(before)
+    with ThreadPoolExecutor(1) as pool:
+        worker = pool.submit(native.analysis, x, 64, 54, 3, 19, 15).result()
+    assert torch.equal(single, several) and torch.equal(single, worker)

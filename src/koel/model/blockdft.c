@@ -231,9 +231,9 @@ static void load_blocks(const plan_t *p, const float *phase, int step, vf *re, v
  * activation. */
 int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int length, int dilation, int step,
                       int n, int blocks, int left, const float *center, const float *scale, const float *shift,
-                      const float *alpha, bf16 *out) {
+                      const float *alpha, bf16 *out, int threads) {
     plan_t plan;
-    if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1 || blocks < 1) return -1;
+    if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1 || blocks < 1 || threads < 1) return -1;
     if ((scale == NULL) != (shift == NULL) || (scale == NULL) != (alpha == NULL) || (scale == NULL) != (center == NULL))
         return -1;
     const int m = plan.m;
@@ -243,7 +243,7 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
     const int64_t groups = (blocks + LANES - 1) / LANES;
     const int64_t count = groups * LANES * (int64_t)step + n;
     int failed = 0;
-#pragma omp parallel
+#pragma omp parallel num_threads(threads)
     {
         float *phase = malloc((size_t)count * sizeof(float));
         if (phase == NULL) {
@@ -340,14 +340,14 @@ static void store_blocks(const plan_t *p, const vf *re, const vf *im, float *row
 /* y: [n][channels][columns] bf16 (mixed spectra) -> out: [batch][channels][length] float32, written
  * (accumulate = 0) or added to; bias: [channels] float32 or NULL. */
 int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int dilation, int step, int n,
-                       int blocks, const float *bias, float *out, int accumulate) {
+                       int blocks, const float *bias, float *out, int accumulate, int threads) {
     plan_t plan;
-    if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1) return -1;
+    if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1 || threads < 1) return -1;
     const int m = plan.m;
     const int64_t columns = (int64_t)batch * dilation * blocks;
     const int64_t plane = (int64_t)channels * columns;
     const float scale = 1.0f / (float)m; /* the inverse FFT's 1 / m */
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int bc = 0; bc < batch * channels; bc++) {
         const int b = bc / channels, c = bc % channels;
         float *row = out + (int64_t)bc * length;
@@ -400,9 +400,9 @@ int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int d
 
 /* Mean and (biased) variance of each row of x [rows][length], float32, both centred passes over the
  * row (exact whatever the ratio of mean to spread). */
-int koel_row_stats(const float *x, int rows, int length, float *mean, float *var) {
-    if (rows < 0 || length < 1) return -1;
-#pragma omp parallel for schedule(static)
+int koel_row_stats(const float *x, int rows, int length, float *mean, float *var, int threads) {
+    if (rows < 0 || length < 1 || threads < 1) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int i = 0; i < rows; i++) {
         const float *row = x + (int64_t)i * length;
         vf acc = {0};
@@ -435,9 +435,9 @@ int koel_row_stats(const float *x, int rows, int length, float *mean, float *var
 /* out = Snake((x - center) * scale + shift) in bf16, for the convolutions that stay direct; x and out
  * [batch][channels][length], center, scale, shift [batch][channels], alpha [channels]. */
 int koel_snake(const float *x, int batch, int channels, int length, const float *center, const float *scale,
-               const float *shift, const float *alpha, bf16 *out) {
-    if (batch < 0 || channels < 0 || length < 0) return -1;
-#pragma omp parallel for schedule(static)
+               const float *shift, const float *alpha, bf16 *out, int threads) {
+    if (batch < 0 || channels < 0 || length < 0 || threads < 1) return -1;
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int bc = 0; bc < batch * channels; bc++) {
         const float *row = x + (int64_t)bc * length;
         bf16 *dst = out + (int64_t)bc * length;

@@ -108,10 +108,10 @@ def library() -> ctypes.CDLL | None:
         log.warning("could not load koel's block-DFT kernel (%s); using the PyTorch version", e)
         return None
     c_int, ptr = ctypes.c_int, ctypes.c_void_p
-    lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr]
-    lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 7, ptr, ptr, c_int]
-    lib.koel_row_stats.argtypes = [ptr, c_int, c_int, ptr, ptr]
-    lib.koel_snake.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, ptr, ptr, ptr]
+    lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr, c_int]
+    lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 7, ptr, ptr, c_int, c_int]
+    lib.koel_row_stats.argtypes = [ptr, c_int, c_int, ptr, ptr, c_int]
+    lib.koel_snake.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, ptr, ptr, ptr, c_int]
     for function in (lib.koel_dft_analysis, lib.koel_dft_synthesis, lib.koel_row_stats, lib.koel_snake):
         function.restype = c_int
     return lib
@@ -119,6 +119,11 @@ def library() -> ctypes.CDLL | None:
 
 def available() -> bool:
     return library() is not None
+
+
+def _threads() -> int:
+    """The caller's intra-op thread count: OpenMP's own default differs outside the main thread."""
+    return max(1, torch.get_num_threads())
 
 
 def _check(n: int, step: int, dilation: int, blocks: int) -> None:
@@ -170,7 +175,7 @@ def analysis(
     out = torch.empty(n, channels, batch * dilation * blocks, dtype=torch.bfloat16)
     rc = lib.koel_dft_analysis(
         x.data_ptr(), int(x.dtype == torch.bfloat16), batch, channels, length, dilation, step, n, blocks, left,
-        *pointers, out.data_ptr(),
+        *pointers, out.data_ptr(), _threads(),
     )  # fmt: skip
     if rc != 0:
         raise RuntimeError(f"block-DFT analysis failed (n={n}, step={step})")
@@ -220,7 +225,7 @@ def synthesis(
         raise ValueError(f"out must be a contiguous float32 [{batch}, {channels}, {length}] tensor")
     rc = lib.koel_dft_synthesis(
         spectra.data_ptr(), batch, channels, length, dilation, step, n, blocks,
-        None if bias is None else bias.data_ptr(), out.data_ptr(), int(accumulate),
+        None if bias is None else bias.data_ptr(), out.data_ptr(), int(accumulate), _threads(),
     )  # fmt: skip
     if rc != 0:
         raise RuntimeError(f"block-DFT synthesis failed (n={n}, step={step})")
@@ -241,10 +246,8 @@ def snake(
     batch, channels, length = x.shape
     arrays = _activation_arrays(activation, batch, channels)
     out = torch.empty(batch, channels, length, dtype=torch.bfloat16)
-    if (
-        lib.koel_snake(x.data_ptr(), batch, channels, length, *(t.data_ptr() for t in arrays), out.data_ptr())
-        != 0
-    ):
+    pointers = (t.data_ptr() for t in arrays)
+    if lib.koel_snake(x.data_ptr(), batch, channels, length, *pointers, out.data_ptr(), _threads()) != 0:
         raise RuntimeError("snake failed")
     return out
 
@@ -261,7 +264,7 @@ def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, length = x.numel() // x.shape[-1], x.shape[-1]
     mean = torch.empty(*x.shape[:-1], 1)
     var = torch.empty(*x.shape[:-1], 1)
-    if lib.koel_row_stats(x.data_ptr(), rows, length, mean.data_ptr(), var.data_ptr()) != 0:
+    if lib.koel_row_stats(x.data_ptr(), rows, length, mean.data_ptr(), var.data_ptr(), _threads()) != 0:
         raise RuntimeError("row statistics failed")
     return mean, var
 
