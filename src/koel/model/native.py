@@ -1,4 +1,5 @@
-"""koel's one compiled kernel: the block-DFT transforms of :class:`koel.model.fast.BlockDFTConv1d`.
+"""koel's one compiled kernel: the block-DFT transforms of :class:`koel.model.fast.BlockDFTConv1d`,
+with the AdaIN+Snake activation fused in, and the row statistics and Snake pass around them.
 
 ``blockdft.c`` (next to this file) is built on first use with the system C compiler (``$CC``, else
 ``cc``; ``-O3 -march=native``, OpenMP when the compiler has it), cached under
@@ -121,6 +122,13 @@ def available() -> bool:
     return library() is not None
 
 
+def _require() -> ctypes.CDLL:
+    lib = library()
+    if lib is None:
+        raise RuntimeError("koel's block-DFT kernel is not available")
+    return lib
+
+
 def _threads() -> int:
     """The caller's intra-op thread count: OpenMP's own default differs outside the main thread."""
     return max(1, torch.get_num_threads())
@@ -158,9 +166,7 @@ def analysis(
     (the first three [B, C, 1], alpha [1, C, 1]) a = Snake(y) = y + (1 - cos(2 alpha y)) / (2 alpha)
     for y = (x - center) * scale + shift, computed once per sample as the row is read.
     """
-    lib = library()
-    if lib is None:
-        raise RuntimeError("koel's block-DFT kernel is not available")
+    lib = _require()
     _check(n, step, dilation, blocks)
     if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 3:
         raise ValueError(
@@ -195,9 +201,7 @@ def synthesis(
     """Spectra [n, C, B * dilation * blocks] bfloat16 -> [B, C, L] float32: the first ``step`` samples
     of each block's inverse DFT at r + dilation * (j * step + i), plus ``bias`` [C] if given; added
     into ``out`` (float32, contiguous, [B, C, L]) when it is given, which is returned."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("koel's block-DFT kernel is not available")
+    lib = _require()
     n, channels, columns = spectra.shape
     _check(n, step, dilation, blocks)
     if (
@@ -237,9 +241,7 @@ def snake(
 ) -> torch.Tensor:
     """Snake((x - center) * scale + shift) of a float32 CPU tensor [B, C, L] as bfloat16, in one pass;
     ``activation = (center, scale, shift, alpha)`` as for :func:`analysis`."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("koel's block-DFT kernel is not available")
+    lib = _require()
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
         raise ValueError(f"snake takes a [B, C, L] float32 CPU tensor, got {x.dtype} {tuple(x.shape)}")
     x = x.contiguous()
@@ -255,9 +257,7 @@ def snake(
 def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance over the last axis of a float32 CPU tensor [..., L], keepdim, each from
     a centred pass over the row (exact however large the mean is against the spread)."""
-    lib = library()
-    if lib is None:
-        raise RuntimeError("koel's block-DFT kernel is not available")
+    lib = _require()
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] < 1:
         raise ValueError(f"row_stats takes a float32 CPU tensor with a non-empty last axis, got {x.dtype}")
     x = x.contiguous()
