@@ -9,8 +9,8 @@ subclasses that keep every parameter (same ``state_dict``) and compute the same 
 * :class:`BlockDFTConv1d`: long kernels, dilated ones polyphase, as overlap-save products in the
   frequency domain (3-5x fewer multiply-adds): batched GEMMs between two transforms that run in
   koel's compiled kernel (:mod:`koel.model.native`) where a C compiler is found, else as GEMMs;
-* optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
-  them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
+* optional bfloat16 convolutions and PL-BERT products (fp32 accumulation, fp32 residual stream)
+  where the hardware runs them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
 
 With ``precision="fp32"`` the outputs equal the reference modules to float rounding; ``"bf16"`` adds
 about 0.3% relative error per convolution (tests/export/test_fast.py, quality in bench/speed.py).
@@ -513,6 +513,37 @@ class FastConvTranspose1d(nn.ConvTranspose1d):
         return cast(FastConv1d, self.fast)(x).float()
 
 
+class FastLinear(nn.Linear):
+    """A plain Linear computed in ``dtype`` with an fp32 result (same parameters), rows padded.
+
+    The rows (tokens) are zero-padded to a multiple of ``row_multiple`` so a text of any length
+    reuses one of a few oneDNN matmul primitives: unpadded, each new token count made new ones, and
+    PL-BERT's bf16 products over 70 input lengths left 154 MB more RSS behind (61 MB padded to 32).
+    """
+
+    row_multiple = 32
+    fast_weight: torch.Tensor
+    fast_bias: torch.Tensor | None
+
+    @classmethod
+    def adopt(cls, linear: nn.Linear, dtype: torch.dtype) -> FastLinear:
+        _require_plain(linear)
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        new.register_buffer("fast_weight", linear.weight.detach().to(dtype).clone(), persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach().to(dtype).clone()
+        new.register_buffer("fast_bias", bias, persistent=False)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        padded = -(-rows.shape[0] // self.row_multiple) * self.row_multiple
+        if padded != rows.shape[0]:
+            rows = F.pad(rows, (0, 0, 0, padded - rows.shape[0]))
+        out = F.linear(rows.to(self.fast_weight.dtype), self.fast_weight, self.fast_bias)
+        return out[: x[..., 0].numel()].float().reshape(*x.shape[:-1], self.out_features)
+
+
 class BranchPool:
     """Worker threads that each run torch single-threaded, for the generator's independent branches.
 
@@ -858,12 +889,10 @@ def accelerate(
 ) -> torch.dtype:
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
-    The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
-    reference model: PL-BERT's products in bf16 were 4% faster over bench/speed.py's 30 sentences
-    (weights cast once), but twice pushed bench/longform.py's 20,000-word run to or past its memory
-    bound (+291 MB over one sentence halfway through; limit 300). ``block_dft=False`` keeps every
-    convolution direct (for int8 export, whose quantiser rewrites Conv weights). Call after moving
-    the model to its device; weight norm must be folded.
+    With a reduced ``precision``, PL-BERT's linear layers also run in it (:class:`FastLinear`, rows
+    padded so few matmul shapes exist); its attention, the LSTMs and the duration head stay in fp32.
+    ``block_dft=False`` keeps every convolution direct (for int8 export, whose quantiser rewrites
+    Conv weights). Call after moving the model to its device; weight norm must be folded.
     """
     from koel.model.kokoro import KokoroModel
 
@@ -887,6 +916,10 @@ def accelerate(
         for i, up in enumerate(gen.ups):
             if not isinstance(up, FastConvTranspose1d):
                 gen.ups[i] = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype)
+        for parent in list(model.bert.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(parent, name, FastLinear.adopt(child, dtype))
     log.info("fast path on: fused AdaIN+Snake, block-DFT long kernels, %s convolutions", str(dtype)[6:])
     return dtype
 
@@ -900,6 +933,7 @@ __all__ = [
     "FastAdainResBlk1d",
     "FastConv1d",
     "FastConvTranspose1d",
+    "FastLinear",
     "TileStream",
     "accelerate",
     "adain_snake",
