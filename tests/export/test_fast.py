@@ -16,7 +16,6 @@ from koel.model.fast import (
     BlockDFTConv1d,
     FastAdaINResBlock1,
     FastConv1d,
-    FastLinear,
     accelerate,
     adain_snake,
     plan_conv,
@@ -164,36 +163,6 @@ def test_accelerated_batch_equals_one_at_a_time(tiny_model):
         a, b = batch.item_audio(i), single.item_audio(0)
         err = (a - b).abs().max().item()
         assert err < 1e-3 * b.abs().max().item(), f"utterance {i}: max error {err}"
-
-
-def test_fast_linear_pads_rows_and_keeps_parameters():
-    torch.manual_seed(0)
-    linear = nn.Linear(24, 40)
-    fast = FastLinear.adopt(linear, torch.bfloat16)
-    assert fast.weight is linear.weight and set(fast.state_dict()) == {"weight", "bias"}
-    for shape in ((2, 7, 24), (1, 32, 24), (24,)):  # 14 rows padded to 32; 32 rows as they are; one row
-        x = torch.randn(shape)
-        with torch.no_grad():
-            out, ref = fast(x), linear(x)
-        assert out.dtype == torch.float32 and out.shape == ref.shape
-        assert _rel(out, ref) < 2e-2
-    x = torch.randn(3, 5, 24)
-    with torch.no_grad():  # every row count up to 32 runs the same padded product: rows are independent
-        assert torch.equal(fast(x)[1], fast(x[1:2])[0])
-
-
-def test_accelerate_runs_plbert_products_in_bf16_only_when_asked(tiny_model):
-    tiny_model.fold_weight_norm()
-    low, full = copy.deepcopy(tiny_model), copy.deepcopy(tiny_model)
-    accelerate(low, "bf16")
-    accelerate(full, "fp32")
-    linears = [m for m in low.bert.modules() if isinstance(m, nn.Linear)]
-    assert linears and all(isinstance(m, FastLinear) for m in linears)
-    assert not any(isinstance(m, FastLinear) for m in full.bert.modules())
-    assert low.state_dict().keys() == tiny_model.state_dict().keys()
-    ids = _wrap(torch.randint(1, 170, (20,)))
-    with torch.no_grad():
-        assert _rel(low.bert(ids), tiny_model.bert(ids)) < 3e-2
 
 
 def test_fast_conv_runs_in_reduced_precision():

@@ -186,6 +186,18 @@ def test_row_stats_are_exact_when_the_mean_dwarfs_the_spread():
 
 
 @needs_native
+@pytest.mark.parametrize("length", [1, 17, 3001])
+def test_row_stats_read_bf16_rows_as_they_are(length):
+    torch.manual_seed(length)
+    x = (torch.randn(3, 4, length) * 2 + 5).bfloat16()  # a direct convolution's output
+    mean, var = native.row_stats(x)
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=-1, keepdim=True, correction=0)
+    assert mean.dtype == var.dtype == torch.float32
+    assert torch.allclose(mean.double(), ref_mean, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(var.double(), ref_var, rtol=1e-4, atol=1e-6)
+
+
+@needs_native
 @pytest.mark.parametrize("length", [1, 15, 16, 1001])
 def test_snake_pass_matches_torch(length):
     torch.manual_seed(length)
@@ -197,6 +209,27 @@ def test_snake_pass_matches_torch(length):
     out = native.snake(x, (center, scale, shift, alpha))
     assert out.dtype == torch.bfloat16 and out.shape == x.shape
     assert float(((out.float() - expected).abs() / (expected.abs() + 1e-3)).max()) < 8e-3  # bf16 rounding
+    # bf16 input is read as it is: the same as converting it to float32 first
+    low = x.bfloat16()
+    assert torch.equal(
+        native.snake(low, (center, scale, shift, alpha)),
+        native.snake(low.float(), (center, scale, shift, alpha)),
+    )
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 3, 17), (1, 128, 5000)])
+def test_add_bf16_adds_in_one_pass(shape):
+    torch.manual_seed(sum(shape))
+    x, t = torch.randn(shape), torch.randn(shape).bfloat16()
+    expected = x + t.float()
+    assert torch.equal(native.add_bf16(x, t), expected)
+    same = x.clone()
+    assert native.add_bf16(same, t, out=same) is same and torch.equal(same, expected)  # in place
+    with pytest.raises(ValueError, match="float32 x and bfloat16 t"):
+        native.add_bf16(x, t.float())
+    with pytest.raises(ValueError, match="out must be"):
+        native.add_bf16(x, t, out=torch.empty(shape, dtype=torch.bfloat16))
 
 
 @needs_native

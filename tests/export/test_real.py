@@ -30,12 +30,7 @@ def test_fast_path_sounds_like_the_reference(real_model, sentence, precision, bo
     model = copy.deepcopy(real_model)
     accelerate(model, precision)
     out = model.synthesize(ids, style)
-    if precision == "fp32":
-        assert torch.equal(out.durations, ref.durations)
-    else:  # PL-BERT's products in bf16 may move a token by a frame (0.4% of 1,772 in bench/speed.py)
-        moved = (out.durations - ref.durations).abs()
-        assert int(moved.max()) <= 1 and int((moved > 0).sum()) <= 2, out.durations - ref.durations
-        out = model.synthesize(ids, style, durations=ref.durations)  # aligned, for the comparison
+    assert torch.equal(out.durations, ref.durations)  # the text side is untouched
     err = spectral_error(ref.audio[0].numpy(), out.audio[0].numpy())
     assert err < bound, f"{precision}: spectral error {err:.4f}"
     rms = [float(np.sqrt(np.mean(a[0].numpy() ** 2))) for a in (ref.audio, out.audio)]

@@ -399,62 +399,95 @@ int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int d
     return 0;
 }
 
-/* Mean and (biased) variance of each row of x [rows][length], float32, both centred passes over the
- * row (exact whatever the ratio of mean to spread). */
-int koel_row_stats(const float *x, int rows, int length, float *mean, float *var, int threads) {
+/* LANES values of a row from t, float32 (x_bf16 = 0) or bfloat16; fewer (zero-filled) at its end. */
+static inline vf load_row(const void *row, int x_bf16, int64_t t, int64_t length) {
+    vf v = {0};
+    if (t + LANES <= length) {
+        if (x_bf16) return load_bf16((const bf16 *)row + t);
+        memcpy(&v, (const float *)row + t, sizeof v);
+        return v;
+    }
+    for (int l = 0; t + l < length; l++)
+        v[l] = x_bf16 ? from_bf16(((const bf16 *)row)[t + l]) : ((const float *)row)[t + l];
+    return v;
+}
+
+/* Mean and (biased) variance of each row of x [rows][length], float32 (x_bf16 = 0) or bfloat16, both
+ * centred passes over the row (exact whatever the ratio of mean to spread). */
+int koel_row_stats(const void *x, int x_bf16, int rows, int length, float *mean, float *var, int threads) {
     if (rows < 0 || length < 1 || threads < 1) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int i = 0; i < rows; i++) {
-        const float *row = x + (int64_t)i * length;
+        const void *row = x_bf16 ? (const void *)((const bf16 *)x + (int64_t)i * length)
+                                 : (const void *)((const float *)x + (int64_t)i * length);
         vf acc = {0};
-        int64_t t = 0;
-        for (; t + LANES <= length; t += LANES) {
-            vf v;
-            memcpy(&v, row + t, sizeof v);
-            acc += v;
-        }
+        for (int64_t t = 0; t < length; t += LANES) acc += load_row(row, x_bf16, t, length);
         double sum = 0.0;
         for (int l = 0; l < LANES; l++) sum += acc[l];
-        for (; t < length; t++) sum += row[t];
         const float m = (float)(sum / length);
         vf sq = {0};
-        for (t = 0; t + LANES <= length; t += LANES) {
-            vf v;
-            memcpy(&v, row + t, sizeof v);
-            v -= m;
+        int64_t t = 0;
+        for (; t + LANES <= length; t += LANES) {
+            const vf v = load_row(row, x_bf16, t, length) - m;
             sq += v * v;
         }
         double squares = 0.0;
         for (int l = 0; l < LANES; l++) squares += sq[l];
-        for (; t < length; t++) squares += (double)(row[t] - m) * (row[t] - m);
+        for (; t < length; t++) {
+            const float v = (x_bf16 ? from_bf16(((const bf16 *)row)[t]) : ((const float *)row)[t]) - m;
+            squares += (double)v * v;
+        }
         mean[i] = m;
         var[i] = (float)(squares / length);
     }
     return 0;
 }
 
-/* out = Snake((x - center) * scale + shift) in bf16, for the convolutions that stay direct; x and out
- * [batch][channels][length], center, scale, shift [batch][channels], alpha [channels]. */
-int koel_snake(const float *x, int batch, int channels, int length, const float *center, const float *scale,
-               const float *shift, const float *alpha, bf16 *out, int threads) {
+/* out = x + t for float32 x and out (out may be x) and a bfloat16 t, all [count]: the residual add
+ * after a direct bf16 convolution, in one pass (PyTorch converts t first, or takes a slow
+ * mixed-dtype path). */
+int koel_add_bf16(const float *x, const bf16 *t, float *out, int64_t count, int threads) {
+    if (count < 0 || threads < 1) return -1;
+    const int64_t chunks = (count + 4095) / 4096;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t end = (c + 1) * 4096 < count ? (c + 1) * 4096 : count;
+        int64_t i = c * 4096;
+        for (; i + LANES <= end; i += LANES) {
+            vf v;
+            memcpy(&v, x + i, sizeof v);
+            v += load_bf16(t + i);
+            memcpy(out + i, &v, sizeof v);
+        }
+        for (; i < end; i++) out[i] = x[i] + from_bf16(t[i]);
+    }
+    return 0;
+}
+
+/* out = Snake((x - center) * scale + shift) in bf16, for the convolutions that stay direct; x (float32,
+ * or bfloat16 where x_bf16) and out [batch][channels][length], center, scale, shift
+ * [batch][channels], alpha [channels]. */
+int koel_snake(const void *x, int x_bf16, int batch, int channels, int length, const float *center,
+               const float *scale, const float *shift, const float *alpha, bf16 *out, int threads) {
     if (batch < 0 || channels < 0 || length < 0 || threads < 1) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int bc = 0; bc < batch * channels; bc++) {
-        const float *row = x + (int64_t)bc * length;
+        const void *row = x_bf16 ? (const void *)((const bf16 *)x + (int64_t)bc * length)
+                                 : (const void *)((const float *)x + (int64_t)bc * length);
         bf16 *dst = out + (int64_t)bc * length;
         act_t act = {1, center[bc], scale[bc], shift[bc], 2.0f * alpha[bc % channels], 0.0f};
         act.half_inv_alpha = 1.0f / act.twice_alpha;
         int64_t t = 0;
-        for (; t + LANES <= length; t += LANES) {
-            vf v;
-            memcpy(&v, row + t, sizeof v);
-            store_bf16(dst + t, activate(&act, v), LANES);
-        }
-        if (t < length) { /* the tail, through one padded vector */
-            vf v = {0};
-            for (int l = 0; t + l < length; l++) v[l] = row[t + l];
-            store_bf16(dst + t, activate(&act, v), (int)(length - t));
-        }
+        if (x_bf16)
+            for (; t + LANES <= length; t += LANES) store_bf16(dst + t, activate(&act, load_bf16((const bf16 *)row + t)), LANES);
+        else
+            for (; t + LANES <= length; t += LANES) {
+                vf v;
+                memcpy(&v, (const float *)row + t, sizeof v);
+                store_bf16(dst + t, activate(&act, v), LANES);
+            }
+        if (t < length) /* the tail, through one zero-padded vector */
+            store_bf16(dst + t, activate(&act, load_row(row, x_bf16, t, length)), (int)(length - t));
     }
     return 0;
 }

@@ -9,8 +9,8 @@ subclasses that keep every parameter (same ``state_dict``) and compute the same 
 * :class:`BlockDFTConv1d`: long kernels, dilated ones polyphase, as overlap-save products in the
   frequency domain (3-5x fewer multiply-adds): batched GEMMs between two transforms that run in
   koel's compiled kernel (:mod:`koel.model.native`) where a C compiler is found, else as GEMMs;
-* optional bfloat16 convolutions and PL-BERT products (fp32 accumulation, fp32 residual stream)
-  where the hardware runs them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
+* optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
+  them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
 
 With ``precision="fp32"`` the outputs equal the reference modules to float rounding; ``"bf16"`` adds
 about 0.3% relative error per convolution (tests/export/test_fast.py, quality in bench/speed.py).
@@ -417,9 +417,7 @@ class FastAdaINResBlock1(AdaINResBlock1):
                 x = cast(BlockDFTConv1d, conv2).fused(source, (center, scale, shift, alpha2), residual)
             else:
                 t = conv2(self._activated(t, norm2, s, alpha2, mask))
-                # fp32 residual stream; t is converted first: an in-place add of a bf16 tensor to an
-                # fp32 one takes a slow mixed-dtype path (about 20x slower than converting, then adding)
-                x = x.add_(t.float()) if owned else x + t.float()
+                x = _add_residual(x, t, owned)
             owned = True
         return x
 
@@ -433,6 +431,20 @@ class FastAdaINResBlock1(AdaINResBlock1):
         return adain_snake(x, norm, s, alpha, mask, self.dtype)
 
 
+def _add_residual(x: torch.Tensor, t: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """x + t into the fp32 residual stream (into x itself when ``in_place``). A bf16 t is added by the
+    compiled kernel in one pass where it can; PyTorch converts it first (its in-place add of a bf16
+    tensor to an fp32 one takes a mixed-dtype path about 20x slower than converting, then adding)."""
+    if (
+        t.dtype == torch.bfloat16
+        and x.dtype == torch.float32
+        and _fusable(None, x, None)
+        and x.is_contiguous()
+    ):
+        return native.add_bf16(x, t, out=x if in_place else None)
+    return x.add_(t.float()) if in_place else x + t.float()
+
+
 def _kernel_affine(
     x: torch.Tensor, norm: AdaIN1d, s: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -442,7 +454,8 @@ def _kernel_affine(
         source, scale, shift = adain_affine(x, norm, s)
         return source, torch.zeros_like(scale), scale, shift
     gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
-    x = x.float()
+    if x.dtype != torch.bfloat16:  # the kernel reads bf16 (a direct convolution's output) as it is
+        x = x.float()
     mean, var = native.row_stats(x)
     return x, mean, (1 + gamma) * torch.rsqrt(var + _EPS), beta
 
@@ -511,37 +524,6 @@ class FastConvTranspose1d(nn.ConvTranspose1d):
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         return cast(FastConv1d, self.fast)(x).float()
-
-
-class FastLinear(nn.Linear):
-    """A plain Linear computed in ``dtype`` with an fp32 result (same parameters), rows padded.
-
-    The rows (tokens) are zero-padded to a multiple of ``row_multiple`` so a text of any length
-    reuses one of a few oneDNN matmul primitives: unpadded, each new token count made new ones, and
-    PL-BERT's bf16 products over 70 input lengths left 154 MB more RSS behind (61 MB padded to 32).
-    """
-
-    row_multiple = 32
-    fast_weight: torch.Tensor
-    fast_bias: torch.Tensor | None
-
-    @classmethod
-    def adopt(cls, linear: nn.Linear, dtype: torch.dtype) -> FastLinear:
-        _require_plain(linear)
-        new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
-        new.weight, new.bias = linear.weight, linear.bias
-        new.register_buffer("fast_weight", linear.weight.detach().to(dtype).clone(), persistent=False)
-        bias = None if linear.bias is None else linear.bias.detach().to(dtype).clone()
-        new.register_buffer("fast_bias", bias, persistent=False)
-        return new
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        padded = -(-rows.shape[0] // self.row_multiple) * self.row_multiple
-        if padded != rows.shape[0]:
-            rows = F.pad(rows, (0, 0, 0, padded - rows.shape[0]))
-        out = F.linear(rows.to(self.fast_weight.dtype), self.fast_weight, self.fast_bias)
-        return out[: x[..., 0].numel()].float().reshape(*x.shape[:-1], self.out_features)
 
 
 class BranchPool:
@@ -889,10 +871,13 @@ def accelerate(
 ) -> torch.dtype:
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
-    With a reduced ``precision``, PL-BERT's linear layers also run in it (:class:`FastLinear`, rows
-    padded so few matmul shapes exist); its attention, the LSTMs and the duration head stay in fp32.
-    ``block_dft=False`` keeps every convolution direct (for int8 export, whose quantiser rewrites
-    Conv weights). Call after moving the model to its device; weight norm must be folded.
+    The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
+    reference model. PL-BERT's products in bf16 (weights cast once, rows padded to a multiple of 32
+    tokens) took PL-BERT from 21.6 to 13.0 ms per second of audio, 2-3% of the engine, but took
+    bench/longform.py's 20,000-word run over its memory bound (+304 MB over one sentence; limit 300;
+    +291 twice before). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
+    quantiser rewrites Conv weights). Call after moving the model to its device; weight norm must be
+    folded.
     """
     from koel.model.kokoro import KokoroModel
 
@@ -916,10 +901,6 @@ def accelerate(
         for i, up in enumerate(gen.ups):
             if not isinstance(up, FastConvTranspose1d):
                 gen.ups[i] = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype)
-        for parent in list(model.bert.modules()):
-            for name, child in list(parent.named_children()):
-                if type(child) is nn.Linear:
-                    setattr(parent, name, FastLinear.adopt(child, dtype))
     log.info("fast path on: fused AdaIN+Snake, block-DFT long kernels, %s convolutions", str(dtype)[6:])
     return dtype
 
@@ -933,7 +914,6 @@ __all__ = [
     "FastAdainResBlk1d",
     "FastConv1d",
     "FastConvTranspose1d",
-    "FastLinear",
     "TileStream",
     "accelerate",
     "adain_snake",

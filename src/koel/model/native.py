@@ -111,9 +111,16 @@ def library() -> ctypes.CDLL | None:
     c_int, ptr = ctypes.c_int, ctypes.c_void_p
     lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr, c_int]
     lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 7, ptr, ptr, c_int, c_int]
-    lib.koel_row_stats.argtypes = [ptr, c_int, c_int, ptr, ptr, c_int]
-    lib.koel_snake.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, ptr, ptr, ptr, c_int]
-    for function in (lib.koel_dft_analysis, lib.koel_dft_synthesis, lib.koel_row_stats, lib.koel_snake):
+    lib.koel_row_stats.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, c_int]
+    lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int]
+    lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
+    for function in (
+        lib.koel_dft_analysis,
+        lib.koel_dft_synthesis,
+        lib.koel_row_stats,
+        lib.koel_snake,
+        lib.koel_add_bf16,
+    ):
         function.restype = c_int
     return lib
 
@@ -127,6 +134,9 @@ def _require() -> ctypes.CDLL:
     if lib is None:
         raise RuntimeError("koel's block-DFT kernel is not available")
     return lib
+
+
+_FLOATS = (torch.float32, torch.bfloat16)
 
 
 def _threads() -> int:
@@ -239,43 +249,81 @@ def synthesis(
 def snake(
     x: torch.Tensor, activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 ) -> torch.Tensor:
-    """Snake((x - center) * scale + shift) of a float32 CPU tensor [B, C, L] as bfloat16, in one pass;
-    ``activation = (center, scale, shift, alpha)`` as for :func:`analysis`."""
+    """Snake((x - center) * scale + shift) of a float32 or bfloat16 CPU tensor [B, C, L] as bfloat16,
+    in one pass; ``activation = (center, scale, shift, alpha)`` as for :func:`analysis`."""
     lib = _require()
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
-        raise ValueError(f"snake takes a [B, C, L] float32 CPU tensor, got {x.dtype} {tuple(x.shape)}")
+    if x.dtype not in _FLOATS or x.device.type != "cpu" or x.dim() != 3:
+        raise ValueError(
+            f"snake takes a [B, C, L] float32/bfloat16 CPU tensor, got {x.dtype} {tuple(x.shape)}"
+        )
     x = x.contiguous()
     batch, channels, length = x.shape
     arrays = _activation_arrays(activation, batch, channels)
     out = torch.empty(batch, channels, length, dtype=torch.bfloat16)
     pointers = (t.data_ptr() for t in arrays)
-    if lib.koel_snake(x.data_ptr(), batch, channels, length, *pointers, out.data_ptr(), _threads()) != 0:
+    bf16 = int(x.dtype == torch.bfloat16)
+    if (
+        lib.koel_snake(x.data_ptr(), bf16, batch, channels, length, *pointers, out.data_ptr(), _threads())
+        != 0
+    ):
         raise RuntimeError("snake failed")
     return out
 
 
 def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and biased variance over the last axis of a float32 CPU tensor [..., L], keepdim, each from
-    a centred pass over the row (exact however large the mean is against the spread)."""
+    """Mean and biased variance (float32) over the last axis of a float32 or bfloat16 CPU tensor
+    [..., L], keepdim, each from a centred pass over the row (exact however large the mean is against
+    the spread)."""
     lib = _require()
-    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] < 1:
-        raise ValueError(f"row_stats takes a float32 CPU tensor with a non-empty last axis, got {x.dtype}")
+    if x.dtype not in _FLOATS or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] < 1:
+        raise ValueError(
+            f"row_stats takes a float32/bfloat16 CPU tensor with a non-empty last axis, got {x.dtype}"
+        )
     x = x.contiguous()
     rows, length = x.numel() // x.shape[-1], x.shape[-1]
     mean = torch.empty(*x.shape[:-1], 1)
     var = torch.empty(*x.shape[:-1], 1)
-    if lib.koel_row_stats(x.data_ptr(), rows, length, mean.data_ptr(), var.data_ptr(), _threads()) != 0:
+    bf16 = int(x.dtype == torch.bfloat16)
+    if lib.koel_row_stats(x.data_ptr(), bf16, rows, length, mean.data_ptr(), var.data_ptr(), _threads()) != 0:
         raise RuntimeError("row statistics failed")
     return mean, var
+
+
+def add_bf16(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """x + t for a float32 ``x`` and a bfloat16 ``t`` of the same shape (CPU), float32, in one pass;
+    into ``out`` (which may be ``x``) when given."""
+    lib = _require()
+    if x.dtype != torch.float32 or t.dtype != torch.bfloat16 or x.shape != t.shape:
+        raise ValueError(
+            f"add_bf16 takes float32 x and bfloat16 t of one shape, got {x.dtype} {tuple(x.shape)} "
+            f"and {t.dtype} {tuple(t.shape)}"
+        )
+    if x.device.type != "cpu" or t.device.type != "cpu":
+        raise ValueError("add_bf16 takes CPU tensors")
+    x, t = x.contiguous(), t.contiguous()
+    if out is None:
+        out = torch.empty_like(x)
+    elif (
+        out.shape != x.shape
+        or out.dtype != torch.float32
+        or not out.is_contiguous()
+        or out.device.type != "cpu"
+    ):
+        raise ValueError(f"out must be a contiguous float32 CPU tensor of shape {tuple(x.shape)}")
+    if lib.koel_add_bf16(x.data_ptr(), t.data_ptr(), out.data_ptr(), x.numel(), _threads()) != 0:
+        raise RuntimeError("add_bf16 failed")
+    return out
 
 
 __all__ = [
     "BLOCK_SIZES",
     "SOURCE",
+    "add_bf16",
     "analysis",
     "available",
     "library",
     "row_stats",
+    "snake",
     "spectrum_rows",
     "synthesis",
 ]
