@@ -1,5 +1,6 @@
 /* Real-DFT analysis and synthesis of overlapping blocks for BlockDFTConv1d (koel/model/fast.py), and the
- * row statistics and Snake pass of the AdaIN layers around them.
+ * row statistics, Snake pass and bf16 residual add of the AdaIN resblocks around them and around the
+ * direct convolutions.
  *
  * Built on first use with the system C compiler (koel/model/native.py) and called through ctypes;
  * without a compiler the same arithmetic runs as two matrix products in PyTorch.

@@ -1,5 +1,6 @@
 """koel's one compiled kernel: the block-DFT transforms of :class:`koel.model.fast.BlockDFTConv1d`,
-with the AdaIN+Snake activation fused in, and the row statistics and Snake pass around them.
+with the AdaIN+Snake activation fused in, and the row statistics, Snake pass and bf16 residual add
+around them and around the direct convolutions.
 
 ``blockdft.c`` (next to this file) is built on first use with the system C compiler (``$CC``, else
 ``cc``; ``-O3 -march=native``, OpenMP when the compiler has it), cached under
