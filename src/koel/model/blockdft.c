@@ -41,6 +41,15 @@ static inline float from_bf16(bf16 v) {
     return c.f;
 }
 
+/* Row i of a [rows][length] tensor, float32 (x_bf16 = 0) or bfloat16, and its value t as a float. */
+static inline const void *row_of(const void *x, int x_bf16, int64_t i, int length) {
+    return x_bf16 ? (const void *)((const bf16 *)x + i * length) : (const void *)((const float *)x + i * length);
+}
+
+static inline float value_at(const void *row, int x_bf16, int64_t t) {
+    return x_bf16 ? from_bf16(((const bf16 *)row)[t]) : ((const float *)row)[t];
+}
+
 static inline vf load_bf16(const bf16 *src) { /* LANES values */
     vh h;
     memcpy(&h, src, sizeof h);
@@ -195,7 +204,7 @@ static void fill_phase(const void *row, int x_bf16, int length, int dilation, in
     }
     for (; t < hi; t++) {
         const int64_t pos = start + (int64_t)dilation * t;
-        phase[t] = activate1(act, x_bf16 ? from_bf16(((const bf16 *)row)[pos]) : ((const float *)row)[pos]);
+        phase[t] = activate1(act, value_at(row, x_bf16, pos));
     }
 }
 
@@ -256,8 +265,7 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
         for (int bc = 0; bc < batch * channels; bc++) {
             if (phase == NULL) continue;
             const int b = bc / channels, c = bc % channels;
-            const void *row = x_bf16 ? (const void *)((const bf16 *)x + (int64_t)bc * length)
-                                     : (const void *)((const float *)x + (int64_t)bc * length);
+            const void *row = row_of(x, x_bf16, bc, length);
             act_t act = {0, 0.0f, 1.0f, 0.0f, 0.0f, 0.0f};
             if (scale) {
                 act.on = 1;
@@ -409,7 +417,7 @@ static inline vf load_row(const void *row, int x_bf16, int64_t t, int64_t length
         return v;
     }
     for (int l = 0; t + l < length; l++)
-        v[l] = x_bf16 ? from_bf16(((const bf16 *)row)[t + l]) : ((const float *)row)[t + l];
+        v[l] = value_at(row, x_bf16, t + l);
     return v;
 }
 
@@ -419,8 +427,7 @@ int koel_row_stats(const void *x, int x_bf16, int rows, int length, float *mean,
     if (rows < 0 || length < 1 || threads < 1) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int i = 0; i < rows; i++) {
-        const void *row = x_bf16 ? (const void *)((const bf16 *)x + (int64_t)i * length)
-                                 : (const void *)((const float *)x + (int64_t)i * length);
+        const void *row = row_of(x, x_bf16, i, length);
         vf acc = {0};
         for (int64_t t = 0; t < length; t += LANES) acc += load_row(row, x_bf16, t, length);
         double sum = 0.0;
@@ -435,7 +442,7 @@ int koel_row_stats(const void *x, int x_bf16, int rows, int length, float *mean,
         double squares = 0.0;
         for (int l = 0; l < LANES; l++) squares += sq[l];
         for (; t < length; t++) {
-            const float v = (x_bf16 ? from_bf16(((const bf16 *)row)[t]) : ((const float *)row)[t]) - m;
+            const float v = value_at(row, x_bf16, t) - m;
             squares += (double)v * v;
         }
         mean[i] = m;
@@ -473,14 +480,15 @@ int koel_snake(const void *x, int x_bf16, int batch, int channels, int length, c
     if (batch < 0 || channels < 0 || length < 0 || threads < 1) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int bc = 0; bc < batch * channels; bc++) {
-        const void *row = x_bf16 ? (const void *)((const bf16 *)x + (int64_t)bc * length)
-                                 : (const void *)((const float *)x + (int64_t)bc * length);
+        const void *row = row_of(x, x_bf16, bc, length);
         bf16 *dst = out + (int64_t)bc * length;
         act_t act = {1, center[bc], scale[bc], shift[bc], 2.0f * alpha[bc % channels], 0.0f};
         act.half_inv_alpha = 1.0f / act.twice_alpha;
         int64_t t = 0;
+        /* whole vectors in two loops, one per input type: one loop through load_row ran 5x slower */
         if (x_bf16)
-            for (; t + LANES <= length; t += LANES) store_bf16(dst + t, activate(&act, load_bf16((const bf16 *)row + t)), LANES);
+            for (; t + LANES <= length; t += LANES)
+                store_bf16(dst + t, activate(&act, load_bf16((const bf16 *)row + t)), LANES);
         else
             for (; t + LANES <= length; t += LANES) {
                 vf v;
