@@ -100,13 +100,15 @@ def test_plan_conv_uses_block_dft_for_long_kernels_only():
     assert isinstance(plan_conv(nn.Conv1d(8, 8, 11, padding=5), torch.float32), BlockDFTConv1d)
     assert isinstance(plan_conv(nn.Conv1d(8, 8, 3, padding=1), torch.float32), FastConv1d)
     dilated = plan_conv(nn.Conv1d(8, 8, 11, dilation=5, padding=25), torch.float32)
-    assert isinstance(dilated, BlockDFTConv1d) and dilated.block == 32  # sized for 11 taps, not a 51 span
+    # sized for 11 taps, not for a 51 span: 32 with PyTorch's transforms, 64 with the compiled ones
+    assert isinstance(dilated, BlockDFTConv1d) and dilated.block == (64 if native.available() else 32)
     big = nn.Conv1d(512, 512, 11, dilation=5, padding=25)
-    assert isinstance(plan_conv(big, torch.float32, max_spectrum_bytes=1 << 20), FastConv1d)
+    assert isinstance(plan_conv(big, torch.float32, max_spectrum_values=1 << 20), FastConv1d)
     if native.available():  # compiled transforms: blocks of 64, or 32 where 64's weights pass the budget
-        assert cast(BlockDFTConv1d, plan_conv(nn.Conv1d(8, 8, 7, padding=3), torch.bfloat16)).block == 64
-        wide = plan_conv(nn.Conv1d(256, 256, 11, padding=5), torch.bfloat16)
-        assert isinstance(wide, BlockDFTConv1d) and wide.block == 32 and wide.native
+        for dtype in (torch.bfloat16, torch.float32):  # the budget counts values, whatever their size
+            assert cast(BlockDFTConv1d, plan_conv(nn.Conv1d(8, 8, 7, padding=3), dtype)).block == 64
+            wide = plan_conv(nn.Conv1d(256, 256, 11, padding=5), dtype)
+            assert isinstance(wide, BlockDFTConv1d) and wide.block == 32 and wide.native
 
 
 def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):

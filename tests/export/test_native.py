@@ -79,23 +79,33 @@ def test_kernel_is_built_where_a_compiler_exists():
         (1, 3, 5000, 5, 11, 128),
         (1, 2, 10, 5, 11, 32),  # shorter than one dilated block
         (2, 17, 2048, 1, 7, 64),  # whole groups of 16 blocks, the vectorised path
+        (1, 3, 1000, 1, 11, 64),  # 19 blocks: whole groups of 8 and a partial one; steps of 54 = 6 x 8 + 6
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_analysis_and_synthesis_match_torch_fft(batch, channels, length, dilation, taps, n, dtype):
+@pytest.mark.parametrize("spectra_dtype", [torch.bfloat16, torch.float32])
+def test_analysis_and_synthesis_match_torch_fft(
+    batch, channels, length, dilation, taps, n, dtype, spectra_dtype
+):
     torch.manual_seed(length)
     step, left = n - taps + 1, dilation * (taps - 1) // 2
     blocks = _blocks(length, dilation, step)
     x = torch.randn(batch, channels, length).to(dtype)
-    spectra = native.analysis(x, n, step, dilation, blocks, left)
-    assert spectra.shape == (n, channels, batch * dilation * blocks) and spectra.dtype == torch.bfloat16
-    assert _rel(spectra, _reference_spectra(x, n, step, dilation, blocks, left)) < 4e-3  # bf16 output
-    mixed = torch.randn_like(spectra, dtype=torch.float32).bfloat16()
+    spectra = native.analysis(x, n, step, dilation, blocks, left, dtype=spectra_dtype)
+    assert spectra.shape == (n, channels, batch * dilation * blocks) and spectra.dtype == spectra_dtype
+    bound = 4e-3 if spectra_dtype == torch.bfloat16 else 1e-6  # bf16 rounding / float32 FFT
+    assert _rel(spectra, _reference_spectra(x, n, step, dilation, blocks, left)) < bound
+    mixed = torch.randn_like(spectra, dtype=torch.float32).to(spectra_dtype)
     bias = torch.randn(channels)
     out = native.synthesis(mixed, batch, length, step, dilation, blocks, bias)
     expected = _reference_signal(mixed, batch, length, step, dilation) + bias[:, None].double()
     assert out.shape == (batch, channels, length) and out.dtype == torch.float32
     assert _rel(out, expected) < 1e-6
+    # added into a given tensor instead (the residual stream)
+    base = torch.randn(batch, channels, length)
+    into = base.clone()
+    assert native.synthesis(mixed, batch, length, step, dilation, blocks, bias, out=into) is into
+    assert _rel(into, expected + base.double()) < 1e-6
 
 
 @needs_native
@@ -110,8 +120,16 @@ def test_kernel_rejects_what_it_cannot_do():
         native.synthesis(spectra, 1, 200, 22, 1, 5, None)
     with pytest.raises(ValueError, match="bias"):
         native.synthesis(spectra, 1, 100, 22, 1, 5, torch.zeros(3))
-    with pytest.raises(ValueError, match="bfloat16 spectra"):
-        native.synthesis(spectra.float(), 1, 100, 22, 1, 5, None)
+    with pytest.raises(ValueError, match="bfloat16 or float32 spectra"):
+        native.synthesis(spectra.double(), 1, 100, 22, 1, 5, None)
+    with pytest.raises(ValueError, match="spectra's dtype"):
+        native.analysis(x, 32, 22, 1, 5, 5, dtype=torch.float16)
+    with pytest.raises(ValueError, match="output dtype"):
+        native.snake(
+            x,
+            (torch.zeros(1, 4, 1), torch.ones(1, 4, 1), torch.zeros(1, 4, 1), torch.ones(1, 4, 1)),
+            torch.float16,
+        )
 
 
 def test_switched_off_the_convolution_uses_pytorch_transforms(monkeypatch, fresh_library):
@@ -143,12 +161,13 @@ def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, fre
 
 @needs_native
 @pytest.mark.parametrize(("dilation", "length"), [(1, 2000), (3, 2000), (1, 40)])
-def test_activation_on_the_way_in_and_residual_added_on_the_way_out(dilation, length):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_activation_on_the_way_in_and_residual_added_on_the_way_out(dilation, length, dtype):
     """conv(Snake(x * scale + shift)) + residual in one kernel pass == the same steps in PyTorch."""
     torch.manual_seed(dilation)
     channels, taps = 6, 11
     conv = nn.Conv1d(channels, channels, taps, dilation=dilation, padding=dilation * (taps - 1) // 2)
-    block = BlockDFTConv1d(conv, torch.bfloat16, 64)
+    block = BlockDFTConv1d(conv, dtype, 64)
     assert block.native
     x = 3 * torch.randn(2, channels, length)
     center, scale, shift = (
@@ -162,7 +181,7 @@ def test_activation_on_the_way_in_and_residual_added_on_the_way_out(dilation, le
         y = (x - center) * scale + shift
         expected = conv(y + torch.sin(alpha * y) ** 2 / alpha) + residual
         out = block.fused(x, (center, scale, shift, alpha), residual.clone())
-    assert _rel(out, expected) < 2e-2  # bf16 mixing, as the plain path
+    assert _rel(out, expected) < (2e-2 if dtype == torch.bfloat16 else 1e-5)  # bf16 mixing / float32
     with torch.no_grad():  # the activation itself in float32, against torch's sine (cosine argument ~±100)
         plain = block.fused(y + torch.sin(alpha * y) ** 2 / alpha)
         fused = block.fused(x, (center, scale, shift, alpha))
@@ -209,6 +228,9 @@ def test_snake_pass_matches_torch(length):
     out = native.snake(x, (center, scale, shift, alpha))
     assert out.dtype == torch.bfloat16 and out.shape == x.shape
     assert float(((out.float() - expected).abs() / (expected.abs() + 1e-3)).max()) < 8e-3  # bf16 rounding
+    full = native.snake(x, (center, scale, shift, alpha), torch.float32)
+    assert full.dtype == torch.float32 and full.shape == x.shape
+    assert float(((full - expected).abs() / (expected.abs() + 1e-3)).max()) < 2e-5  # the kernel's cosine
     # bf16 input is read as it is: the same as converting it to float32 first
     low = x.bfloat16()
     assert torch.equal(

@@ -27,7 +27,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One vector holds one value of LANES blocks: the CPU's widest float vector, 16 floats with AVX-512
+ * and 8 otherwise (a 16-float vector split in two AVX2 registers spilled to the stack on every
+ * partial write: the analysis ran 8x slower). */
+#if defined(__AVX512F__)
 #define LANES 16
+#else
+#define LANES 8
+#endif
 #define MAX_HALF 64 /* blocks of up to 128 samples */
 
 typedef uint16_t bf16;
@@ -62,6 +69,25 @@ static inline void store_bf16(bf16 *dst, vf v, int lanes) { /* round to nearest 
     const vh h = __builtin_convertvector(u, vh);
     if (lanes == LANES) memcpy(dst, &h, sizeof h);
     else for (int l = 0; l < lanes; l++) dst[l] = h[l];
+}
+
+/* LANES values (the first `lanes` of v) into element i of a float32 (f32 = 1) or bfloat16 array. */
+static inline void store_at(void *dst, int f32, int64_t i, vf v, int lanes) {
+    if (!f32) store_bf16((bf16 *)dst + i, v, lanes);
+    else if (lanes == LANES) memcpy((float *)dst + i, &v, sizeof v);
+    else memcpy((float *)dst + i, &v, (size_t)lanes * sizeof(float));
+}
+
+/* LANES values from element i of a float32 (f32 = 1) or bfloat16 array. */
+static inline vf load_at(const void *src, int f32, int64_t i) {
+    if (!f32) return load_bf16((const bf16 *)src + i);
+    vf v;
+    memcpy(&v, (const float *)src + i, sizeof v);
+    return v;
+}
+
+static inline float value_f32(const void *src, int f32, int64_t i) {
+    return f32 ? ((const float *)src)[i] : from_bf16(((const bf16 *)src)[i]);
 }
 
 /* cos on every lane (|x| < 2^21): x = k pi + r, |r| <= pi / 2, cos x = (-1)^k cos r; error ~1e-7. */
@@ -102,6 +128,9 @@ static inline float activate1(const act_t *a, float x) {
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define KOEL_TRANSPOSE 1
+typedef __m512 vreg;
+#define vreg_loadu _mm512_loadu_ps
+#define transpose_lanes transpose16
 
 /* r[0..15] rows -> r[0..15] columns of the 16 x 16 matrix they form. */
 static inline void transpose16(__m512 r[16]) {
@@ -126,6 +155,53 @@ static inline void transpose16(__m512 r[16]) {
         r[8 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
         r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
     }
+}
+
+/* The first `count` floats of v to dst. */
+static inline void store_first(float *dst, __m512 v, int count) {
+    _mm512_mask_storeu_ps(dst, (__mmask16)((1u << count) - 1u), v);
+}
+
+static inline __m512 load_first(const float *src, int count) {
+    return _mm512_maskz_loadu_ps((__mmask16)((1u << count) - 1u), src);
+}
+#elif defined(__AVX2__)
+#include <immintrin.h>
+#define KOEL_TRANSPOSE 1
+typedef __m256 vreg;
+#define vreg_loadu _mm256_loadu_ps
+#define transpose_lanes transpose8
+
+/* r[0..7] rows -> r[0..7] columns of the 8 x 8 matrix they form. */
+static inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) { /* u[4k + c]: column c (and c + 4) of rows 4k .. 4k + 3, per 128-bit half */
+        u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        r[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
+
+static inline __m256i first_mask(int count) {
+    const __m256i index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(count), index);
+}
+
+static inline void store_first(float *dst, __m256 v, int count) {
+    _mm256_maskstore_ps(dst, first_mask(count), v);
+}
+
+static inline __m256 load_first(const float *src, int count) {
+    return _mm256_maskload_ps(src, first_mask(count));
 }
 #endif
 
@@ -213,11 +289,11 @@ static void fill_phase(const void *row, int x_bf16, int length, int dilation, in
 static void load_blocks(const plan_t *p, const float *phase, int step, vf *re, vf *im) {
     const int m = p->m;
 #ifdef KOEL_TRANSPOSE
-    if (p->n >= LANES) { /* 16 blocks x 16 contiguous samples at a time, transposed to lanes */
+    if (p->n >= LANES) { /* LANES blocks x LANES contiguous samples at a time, transposed to lanes */
         for (int i0 = 0; i0 < p->n; i0 += LANES) {
-            __m512 v[LANES];
-            for (int l = 0; l < LANES; l++) v[l] = _mm512_loadu_ps(phase + (int64_t)l * step + i0);
-            transpose16(v);
+            vreg v[LANES];
+            for (int l = 0; l < LANES; l++) v[l] = vreg_loadu(phase + (int64_t)l * step + i0);
+            transpose_lanes(v);
             for (int ii = 0; ii < LANES; ii += 2) {
                 re[p->rev[(i0 + ii) / 2]] = (vf)v[ii];
                 im[p->rev[(i0 + ii) / 2]] = (vf)v[ii + 1];
@@ -237,12 +313,12 @@ static void load_blocks(const plan_t *p, const float *phase, int step, vf *re, v
     }
 }
 
-/* x: [batch][channels][length], float32 (x_bf16 = 0) or bfloat16; out: [n][channels][columns] bf16.
- * center, scale, shift: [batch][channels] and alpha: [channels], all float32, or all NULL for no
- * activation. */
+/* x: [batch][channels][length], float32 (x_bf16 = 0) or bfloat16; out: [n][channels][columns], bf16
+ * or float32 (out_f32 = 1). center, scale, shift: [batch][channels] and alpha: [channels], all float32,
+ * or all NULL for no activation. */
 int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int length, int dilation, int step,
                       int n, int blocks, int left, const float *center, const float *scale, const float *shift,
-                      const float *alpha, bf16 *out, int threads) {
+                      const float *alpha, void *out, int out_f32, int threads) {
     plan_t plan;
     if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1 || blocks < 1 || threads < 1) return -1;
     if ((scale == NULL) != (shift == NULL) || (scale == NULL) != (alpha == NULL) || (scale == NULL) != (center == NULL))
@@ -278,22 +354,22 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
             vf re[MAX_HALF], im[MAX_HALF];
             for (int r = 0; r < dilation; r++) {
                 fill_phase(row, x_bf16, length, dilation, (int64_t)r - left, count, &act, phase);
-                bf16 *dst = out + (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
+                const int64_t dst = (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
                 for (int j0 = 0; j0 < blocks; j0 += LANES) {
                     const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
                     load_blocks(&plan, phase + (int64_t)j0 * step, step, re, im);
                     fft(&plan, re, im);
                     /* the real block's spectrum from the packed one: X_f = E_f + exp(-2 pi i f / n) O_f */
-                    bf16 *at = dst + j0;
-                    store_bf16(at, re[0] + im[0], lanes);
-                    store_bf16(at + plane, re[0] - im[0], lanes);
+                    const int64_t at = dst + j0;
+                    store_at(out, out_f32, at, re[0] + im[0], lanes);
+                    store_at(out, out_f32, at + plane, re[0] - im[0], lanes);
                     for (int f = 1; f < m; f++) {
                         const float cr = plan.cr[f], ci = plan.ci[f];
                         const vf a = re[f], bb = im[f], cc = re[m - f], e = im[m - f];
                         const vf er = 0.5f * (a + cc), ei = 0.5f * (bb - e);
                         const vf or_ = 0.5f * (bb + e), oi = 0.5f * (cc - a);
-                        store_bf16(at + (int64_t)(2 * f) * plane, er + cr * or_ - ci * oi, lanes);
-                        store_bf16(at + (int64_t)(2 * f + 1) * plane, ei + cr * oi + ci * or_, lanes);
+                        store_at(out, out_f32, at + (int64_t)(2 * f) * plane, er + cr * or_ - ci * oi, lanes);
+                        store_at(out, out_f32, at + (int64_t)(2 * f + 1) * plane, ei + cr * oi + ci * or_, lanes);
                     }
                 }
             }
@@ -315,15 +391,21 @@ static void store_blocks(const plan_t *p, const vf *re, const vf *im, float *row
 #ifdef KOEL_TRANSPOSE
     if (inside && dilation == 1 && p->n >= LANES) { /* d = 1: the blocks' outputs are contiguous */
         for (int i0 = 0; i0 < step; i0 += LANES) {
-            __m512 v[LANES];
-            for (int ii = 0; ii < LANES; ii++) v[ii] = (__m512)(sample(re, im, i0 + ii) * scale + bias);
-            transpose16(v);
+            vreg v[LANES];
+            for (int ii = 0; ii < LANES; ii++) v[ii] = (vreg)(sample(re, im, i0 + ii) * scale + bias);
+            transpose_lanes(v);
             const int count = step - i0 < LANES ? step - i0 : LANES;
-            const __mmask16 keep = (__mmask16)((1u << count) - 1u);
             for (int l = 0; l < LANES; l++) {
                 float *at = row + first + l * stride + i0;
-                const __m512 w = accumulate ? _mm512_add_ps(v[l], _mm512_maskz_loadu_ps(keep, at)) : v[l];
-                _mm512_mask_storeu_ps(at, keep, w);
+                if (count == LANES) {
+                    vreg w = v[l];
+                    if (accumulate) w += vreg_loadu(at);
+                    memcpy(at, &w, sizeof w);
+                } else {
+                    vreg w = v[l];
+                    if (accumulate) w += load_first(at, count);
+                    store_first(at, w, count);
+                }
             }
         }
         return;
@@ -347,10 +429,10 @@ static void store_blocks(const plan_t *p, const vf *re, const vf *im, float *row
     }
 }
 
-/* y: [n][channels][columns] bf16 (mixed spectra) -> out: [batch][channels][length] float32, written
- * (accumulate = 0) or added to; bias: [channels] float32 or NULL. */
-int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int dilation, int step, int n,
-                       int blocks, const float *bias, float *out, int accumulate, int threads) {
+/* y: [n][channels][columns] mixed spectra, bf16 or float32 (y_f32 = 1) -> out: [batch][channels][length]
+ * float32, written (accumulate = 0) or added to; bias: [channels] float32 or NULL. */
+int koel_dft_synthesis(const void *y, int y_f32, int batch, int channels, int length, int dilation, int step,
+                       int n, int blocks, const float *bias, float *out, int accumulate, int threads) {
     plan_t plan;
     if (make_plan(&plan, n) != 0 || step < 1 || step > n || dilation < 1 || threads < 1) return -1;
     const int m = plan.m;
@@ -364,26 +446,26 @@ int koel_dft_synthesis(const bf16 *y, int batch, int channels, int length, int d
         const float shift = bias ? bias[c] : 0.0f;
         vf re[MAX_HALF], im[MAX_HALF], ar[MAX_HALF], ai[MAX_HALF]; /* ar, ai: Y_f, f < m */
         for (int r = 0; r < dilation; r++) {
-            const bf16 *src = y + (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
+            const int64_t src = (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
             for (int j0 = 0; j0 < blocks; j0 += LANES) {
                 const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
-                const bf16 *at = src + j0;
+                const int64_t at = src + j0;
                 vf nyquist;
                 if (lanes == LANES) {
-                    ar[0] = load_bf16(at);
-                    nyquist = load_bf16(at + plane);
+                    ar[0] = load_at(y, y_f32, at);
+                    nyquist = load_at(y, y_f32, at + plane);
                     for (int f = 1; f < m; f++) {
-                        ar[f] = load_bf16(at + (int64_t)(2 * f) * plane);
-                        ai[f] = load_bf16(at + (int64_t)(2 * f + 1) * plane);
+                        ar[f] = load_at(y, y_f32, at + (int64_t)(2 * f) * plane);
+                        ai[f] = load_at(y, y_f32, at + (int64_t)(2 * f + 1) * plane);
                     }
                 } else { /* the last blocks of a row: spare lanes repeat block j0 */
                     for (int l = 0; l < LANES; l++) {
-                        const int k = l < lanes ? l : 0;
-                        ar[0][l] = from_bf16(at[k]);
-                        nyquist[l] = from_bf16(at[plane + k]);
+                        const int64_t k = at + (l < lanes ? l : 0);
+                        ar[0][l] = value_f32(y, y_f32, k);
+                        nyquist[l] = value_f32(y, y_f32, k + plane);
                         for (int f = 1; f < m; f++) {
-                            ar[f][l] = from_bf16(at[(int64_t)(2 * f) * plane + k]);
-                            ai[f][l] = from_bf16(at[(int64_t)(2 * f + 1) * plane + k]);
+                            ar[f][l] = value_f32(y, y_f32, k + (int64_t)(2 * f) * plane);
+                            ai[f][l] = value_f32(y, y_f32, k + (int64_t)(2 * f + 1) * plane);
                         }
                     }
                 }
@@ -472,31 +554,31 @@ int koel_add_bf16(const float *x, const bf16 *t, float *out, int64_t count, int 
     return 0;
 }
 
-/* out = Snake((x - center) * scale + shift) in bf16, for the convolutions that stay direct; x (float32,
- * or bfloat16 where x_bf16) and out [batch][channels][length], center, scale, shift
- * [batch][channels], alpha [channels]. */
+/* out = Snake((x - center) * scale + shift) in bf16, or float32 where out_f32, for the convolutions
+ * that stay direct; x (float32, or bfloat16 where x_bf16) and out [batch][channels][length], center,
+ * scale, shift [batch][channels], alpha [channels]. */
 int koel_snake(const void *x, int x_bf16, int batch, int channels, int length, const float *center,
-               const float *scale, const float *shift, const float *alpha, bf16 *out, int threads) {
+               const float *scale, const float *shift, const float *alpha, void *out, int out_f32, int threads) {
     if (batch < 0 || channels < 0 || length < 0 || threads < 1) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads)
     for (int bc = 0; bc < batch * channels; bc++) {
         const void *row = row_of(x, x_bf16, bc, length);
-        bf16 *dst = out + (int64_t)bc * length;
+        const int64_t dst = (int64_t)bc * length;
         act_t act = {1, center[bc], scale[bc], shift[bc], 2.0f * alpha[bc % channels], 0.0f};
         act.half_inv_alpha = 1.0f / act.twice_alpha;
         int64_t t = 0;
         /* whole vectors in two loops, one per input type: one loop through load_row ran 5x slower */
         if (x_bf16)
             for (; t + LANES <= length; t += LANES)
-                store_bf16(dst + t, activate(&act, load_bf16((const bf16 *)row + t)), LANES);
+                store_at(out, out_f32, dst + t, activate(&act, load_bf16((const bf16 *)row + t)), LANES);
         else
             for (; t + LANES <= length; t += LANES) {
                 vf v;
                 memcpy(&v, (const float *)row + t, sizeof v);
-                store_bf16(dst + t, activate(&act, v), LANES);
+                store_at(out, out_f32, dst + t, activate(&act, v), LANES);
             }
         if (t < length) /* the tail, through one zero-padded vector */
-            store_bf16(dst + t, activate(&act, load_row(row, x_bf16, t, length)), (int)(length - t));
+            store_at(out, out_f32, dst + t, activate(&act, load_row(row, x_bf16, t, length)), (int)(length - t));
     }
     return 0;
 }

@@ -10,8 +10,8 @@ Without a compiler, or with ``KOEL_NATIVE=0``, :func:`library` returns None and 
 the same transforms as matrix products in PyTorch (a little slower; same results to rounding).
 
 Shapes: B batch, C channels, L samples; n block length (a power of two, 16-128), ``blocks`` blocks
-per polyphase phase, columns = B * dilation * blocks. Spectra are [n, C, columns] bfloat16 in the
-row order of :func:`spectrum_rows`.
+per polyphase phase, columns = B * dilation * blocks. Spectra are [n, C, columns], bfloat16 or
+float32, in the row order of :func:`spectrum_rows`.
 """
 
 from __future__ import annotations
@@ -110,10 +110,10 @@ def library() -> ctypes.CDLL | None:
         log.warning("could not load koel's block-DFT kernel (%s); using the PyTorch version", e)
         return None
     c_int, ptr = ctypes.c_int, ctypes.c_void_p
-    lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr, c_int]
-    lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 7, ptr, ptr, c_int, c_int]
+    lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
+    lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 8, ptr, ptr, c_int, c_int]
     lib.koel_row_stats.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, c_int]
-    lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int]
+    lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
     lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
     for function in (
         lib.koel_dft_analysis,
@@ -145,6 +145,11 @@ def _threads() -> int:
     return max(1, torch.get_num_threads())
 
 
+def _check_float(dtype: torch.dtype, what: str) -> None:
+    if dtype not in _FLOATS:
+        raise ValueError(f"{what} must be float32 or bfloat16, got {dtype}")
+
+
 def _check(n: int, step: int, dilation: int, blocks: int) -> None:
     if n not in BLOCK_SIZES or not 1 <= step <= n or dilation < 1 or blocks < 1:
         raise ValueError(f"unsupported block DFT: n={n}, step={step}, dilation={dilation}, blocks={blocks}")
@@ -169,8 +174,10 @@ def analysis(
     blocks: int,
     left: int,
     activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
-    """x [B, C, L] (CPU, float32 or bfloat16) -> spectra [n, C, B * dilation * blocks] bfloat16.
+    """x [B, C, L] (CPU, float32 or bfloat16) -> spectra [n, C, B * dilation * blocks] in ``dtype``
+    (bfloat16 or float32).
 
     Column (b, r, j) holds the n-point DFT of a[b, c, r + dilation * (j * step + i) - left], i < n,
     zero outside the signal, where a = x, or with ``activation = (center, scale, shift, alpha)``
@@ -179,7 +186,8 @@ def analysis(
     """
     lib = _require()
     _check(n, step, dilation, blocks)
-    if x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 3:
+    _check_float(dtype, "the spectra's dtype")
+    if x.device.type != "cpu" or x.dtype not in _FLOATS or x.dim() != 3:
         raise ValueError(
             f"analysis takes a [B, C, L] float32/bfloat16 CPU tensor, got {x.dtype} {tuple(x.shape)}"
         )
@@ -189,10 +197,10 @@ def analysis(
     if activation is not None:
         activation = _activation_arrays(activation, batch, channels)  # kept alive until the call returns
         pointers = [t.data_ptr() for t in activation]
-    out = torch.empty(n, channels, batch * dilation * blocks, dtype=torch.bfloat16)
+    out = torch.empty(n, channels, batch * dilation * blocks, dtype=dtype)
     rc = lib.koel_dft_analysis(
         x.data_ptr(), int(x.dtype == torch.bfloat16), batch, channels, length, dilation, step, n, blocks, left,
-        *pointers, out.data_ptr(), _threads(),
+        *pointers, out.data_ptr(), int(dtype == torch.float32), _threads(),
     )  # fmt: skip
     if rc != 0:
         raise RuntimeError(f"block-DFT analysis failed (n={n}, step={step})")
@@ -209,18 +217,16 @@ def synthesis(
     bias: torch.Tensor | None,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Spectra [n, C, B * dilation * blocks] bfloat16 -> [B, C, L] float32: the first ``step`` samples
+    """Spectra [n, C, B * dilation * blocks] (bfloat16 or float32) -> [B, C, L] float32: the first ``step`` samples
     of each block's inverse DFT at r + dilation * (j * step + i), plus ``bias`` [C] if given; added
     into ``out`` (float32, contiguous, [B, C, L]) when it is given, which is returned."""
     lib = _require()
     n, channels, columns = spectra.shape
     _check(n, step, dilation, blocks)
-    if (
-        spectra.dtype != torch.bfloat16
-        or spectra.device.type != "cpu"
-        or columns != batch * dilation * blocks
-    ):
-        raise ValueError(f"synthesis takes [n, C, {batch * dilation * blocks}] bfloat16 spectra on the CPU")
+    if spectra.dtype not in _FLOATS or spectra.device.type != "cpu" or columns != batch * dilation * blocks:
+        raise ValueError(
+            f"synthesis takes [n, C, {batch * dilation * blocks}] bfloat16 or float32 spectra on the CPU"
+        )
     if -(-length // dilation) > blocks * step:
         raise ValueError(f"{blocks} blocks of {step} cannot cover {length} samples at dilation {dilation}")
     spectra = spectra.contiguous()
@@ -239,7 +245,7 @@ def synthesis(
     ):
         raise ValueError(f"out must be a contiguous float32 [{batch}, {channels}, {length}] tensor")
     rc = lib.koel_dft_synthesis(
-        spectra.data_ptr(), batch, channels, length, dilation, step, n, blocks,
+        spectra.data_ptr(), int(spectra.dtype == torch.float32), batch, channels, length, dilation, step, n, blocks,
         None if bias is None else bias.data_ptr(), out.data_ptr(), int(accumulate), _threads(),
     )  # fmt: skip
     if rc != 0:
@@ -248,11 +254,15 @@ def synthesis(
 
 
 def snake(
-    x: torch.Tensor, activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    x: torch.Tensor,
+    activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    dtype: torch.dtype = torch.bfloat16,
 ) -> torch.Tensor:
-    """Snake((x - center) * scale + shift) of a float32 or bfloat16 CPU tensor [B, C, L] as bfloat16,
-    in one pass; ``activation = (center, scale, shift, alpha)`` as for :func:`analysis`."""
+    """Snake((x - center) * scale + shift) of a float32 or bfloat16 CPU tensor [B, C, L] in ``dtype``
+    (bfloat16 or float32), in one pass; ``activation = (center, scale, shift, alpha)`` as for
+    :func:`analysis`."""
     lib = _require()
+    _check_float(dtype, "snake's output dtype")
     if x.dtype not in _FLOATS or x.device.type != "cpu" or x.dim() != 3:
         raise ValueError(
             f"snake takes a [B, C, L] float32/bfloat16 CPU tensor, got {x.dtype} {tuple(x.shape)}"
@@ -260,11 +270,13 @@ def snake(
     x = x.contiguous()
     batch, channels, length = x.shape
     arrays = _activation_arrays(activation, batch, channels)
-    out = torch.empty(batch, channels, length, dtype=torch.bfloat16)
+    out = torch.empty(batch, channels, length, dtype=dtype)
     pointers = (t.data_ptr() for t in arrays)
-    bf16 = int(x.dtype == torch.bfloat16)
+    bf16, out_f32 = int(x.dtype == torch.bfloat16), int(dtype == torch.float32)
     if (
-        lib.koel_snake(x.data_ptr(), bf16, batch, channels, length, *pointers, out.data_ptr(), _threads())
+        lib.koel_snake(
+            x.data_ptr(), bf16, batch, channels, length, *pointers, out.data_ptr(), out_f32, _threads()
+        )
         != 0
     ):
         raise RuntimeError("snake failed")
