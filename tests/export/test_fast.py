@@ -109,6 +109,15 @@ def test_plan_conv_uses_block_dft_for_long_kernels_only():
             assert cast(BlockDFTConv1d, plan_conv(nn.Conv1d(8, 8, 7, padding=3), dtype)).block == 64
             wide = plan_conv(nn.Conv1d(256, 256, 11, padding=5), dtype)
             assert isinstance(wide, BlockDFTConv1d) and wide.block == 32 and wide.native
+    # an ONNX graph runs PyTorch's transforms: blocks sized for them, and 2 bytes per budgeted value
+    graph = plan_conv(nn.Conv1d(8, 8, 11, padding=5), torch.float32, compiled=False)
+    assert isinstance(graph, BlockDFTConv1d) and graph.block == 32 and not graph.native
+    assert isinstance(
+        plan_conv(nn.Conv1d(256, 256, 11, padding=5), torch.float32, compiled=False), FastConv1d
+    )
+    assert isinstance(
+        plan_conv(nn.Conv1d(256, 256, 11, padding=5), torch.bfloat16, compiled=False), BlockDFTConv1d
+    )
 
 
 def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):

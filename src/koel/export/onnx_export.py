@@ -118,7 +118,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).cpu().float().eval()
     model.fold_weight_norm()
-    accelerate(model, "fp32", block_dft=precision != "int8")  # the int8 quantiser rewrites Conv weights
+    # the int8 quantiser rewrites Conv weights; the graph cannot call koel's compiled kernel
+    accelerate(model, "fp32", block_dft=precision != "int8", compiled=False)
     wrapper = KokoroExport(model)
     with tempfile.TemporaryDirectory() as tmp:
         traced = Path(tmp) / "model.onnx"

@@ -236,7 +236,7 @@ class BlockDFTConv1d(nn.Module):
     synthesis: torch.Tensor  # [n, step]: spectrum rows -> the block's valid output steps
     bias: torch.Tensor | None  # [C_out], float32
 
-    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, block: int) -> None:
+    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, block: int, compiled: bool = True) -> None:
         super().__init__()
         c_out, _, k = conv.weight.shape
         d = int(conv.dilation[0])
@@ -249,7 +249,8 @@ class BlockDFTConv1d(nn.Module):
         self.block, self.step, self.nyquist = block, block - k + 1, block // 2
         device = conv.weight.device
         self.native = (
-            dtype in (torch.bfloat16, torch.float32)
+            compiled
+            and dtype in (torch.bfloat16, torch.float32)
             and device.type == "cpu"
             and block in native.BLOCK_SIZES
             and native.available()
@@ -366,14 +367,17 @@ class BlockDFTConv1d(nn.Module):
 SPECTRUM_BUDGET = 5 << 20
 
 
-def plan_conv(conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_values: int = SPECTRUM_BUDGET) -> nn.Module:
+def plan_conv(
+    conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_values: int = SPECTRUM_BUDGET, compiled: bool = True
+) -> nn.Module:
     """The faster of a direct and a block-DFT convolution for this shape (measured on x86, fp32/bf16).
 
     Block DFT wins for kernels of 7 taps and more, dilated or not (dilated ones run polyphase). With
     the compiled transforms the block is 64 samples (32 where those mixing weights would pass
     ``max_spectrum_values``), which costs 10-20% fewer products than 32; with PyTorch's matrix-product
-    transforms, whose cost grows with the block, the power of two at or above 2.5x the kernel.
-    Weights over the budget stay direct to bound memory. On the 2-core AVX2 CPU of bench/speed.py,
+    transforms (no compiler, another device, or ``compiled=False`` for an ONNX graph), whose cost
+    grows with the block, the power of two at or above 2.5x the kernel, within 2 bytes per budgeted
+    value. Weights over the budget stay direct to bound memory. On the 2-core AVX2 CPU of bench/speed.py,
     fp32, 5 s of audio: an 11-tap 256-channel convolution took 17 ms in blocks of 32 (1.2 ms analysis,
     14.4 ms mixing, 1.1 ms synthesis) against 44-53 ms direct; at 128 channels, blocks of 64, 27 ms
     against 110 ms.
@@ -381,11 +385,12 @@ def plan_conv(conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_values: int = SP
     k = conv.kernel_size[0]
     if k >= 7:
         c_out, c_in, _ = conv.weight.shape
-        compiled = conv.weight.device.type == "cpu" and native.available()
+        compiled = compiled and conv.weight.device.type == "cpu" and native.available()
         sizes = [64, 32] if compiled else [1 << max(4, math.ceil(math.log2(2.5 * k)))]
+        size = 1.0 if compiled else torch.empty(0, dtype=dtype).element_size() / 2
         for block in sizes:
-            if block > k and (2 * block - 2) * c_out * c_in <= max_spectrum_values:
-                return BlockDFTConv1d(conv, dtype, block)
+            if block > k and (2 * block - 2) * c_out * c_in * size <= max_spectrum_values:
+                return BlockDFTConv1d(conv, dtype, block, compiled)
     return FastConv1d(conv, dtype)
 
 
@@ -397,15 +402,21 @@ def _require_plain(*convs: nn.Module) -> None:
 class FastAdaINResBlock1(AdaINResBlock1):
     """AdaINResBlock1 with the fused activation and planned convolutions (same parameters)."""
 
-    def __init__(self, block: AdaINResBlock1, dtype: torch.dtype, block_dft: bool = True) -> None:
+    def __init__(
+        self, block: AdaINResBlock1, dtype: torch.dtype, block_dft: bool = True, compiled: bool = True
+    ) -> None:
         nn.Module.__init__(self)
         self.convs1, self.convs2 = block.convs1, block.convs2
         self.adain1, self.adain2 = block.adain1, block.adain2
         self.alpha1, self.alpha2 = block.alpha1, block.alpha2
         _require_plain(*self.convs1, *self.convs2)
         budget = SPECTRUM_BUDGET if block_dft else 0
-        self.fast1 = nn.ModuleList([plan_conv(cast(nn.Conv1d, c), dtype, budget) for c in self.convs1])
-        self.fast2 = nn.ModuleList([plan_conv(cast(nn.Conv1d, c), dtype, budget) for c in self.convs2])
+        self.fast1 = nn.ModuleList(
+            [plan_conv(cast(nn.Conv1d, c), dtype, budget, compiled) for c in self.convs1]
+        )
+        self.fast2 = nn.ModuleList(
+            [plan_conv(cast(nn.Conv1d, c), dtype, budget, compiled) for c in self.convs2]
+        )
         self.dtype = dtype
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -879,7 +890,7 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> torch
 
 
 def accelerate(
-    model: nn.Module, precision: Precision | str = "auto", *, block_dft: bool = True
+    model: nn.Module, precision: Precision | str = "auto", *, block_dft: bool = True, compiled: bool = True
 ) -> torch.dtype:
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
@@ -888,8 +899,9 @@ def accelerate(
     tokens) took PL-BERT from 21.6 to 13.0 ms per second of audio, 2-3% of the engine, but took
     bench/longform.py's 20,000-word run over its memory bound (+304 MB over one sentence; limit 300;
     +291 twice before). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
-    quantiser rewrites Conv weights). Call after moving the model to its device; weight norm must be
-    folded.
+    quantiser rewrites Conv weights); ``compiled=False`` plans for PyTorch's transforms (an ONNX
+    graph, which cannot call koel's kernel). Call after moving the model to its device; weight norm
+    must be folded.
     """
     from koel.model.kokoro import KokoroModel
 
@@ -900,7 +912,7 @@ def accelerate(
     for blocks in (gen.resblocks, gen.noise_res):
         for i, block in enumerate(blocks):
             if not isinstance(block, FastAdaINResBlock1):
-                blocks[i] = FastAdaINResBlock1(cast(AdaINResBlock1, block), dtype, block_dft)
+                blocks[i] = FastAdaINResBlock1(cast(AdaINResBlock1, block), dtype, block_dft, compiled)
     for blocks in (model.decoder.decode, model.predictor.F0, model.predictor.N):
         for i, block in enumerate(blocks):
             if not isinstance(block, FastAdainResBlk1d):
