@@ -120,7 +120,10 @@ def test_fast_engine_tiles_long_utterances_only(tiny_model):
     reference = TorchEngine(tiny_model).run(requests)
     for a, b in zip(untiled, reference, strict=True):
         assert a.durations.tolist() == b.durations.tolist()
-        assert np.abs(a.audio - b.audio).max() <= 1e-4 * np.abs(b.audio).max()
+        # 2e-4: the tiny model's source is unvoiced, hence constant, and so is every channel of its
+        # last noise branch; instance norm divides the rounding of x - mean there by sqrt(eps), so
+        # two float32 implementations differ by ~1e-4 of the signal (voiced, the phase moves more)
+        assert np.abs(a.audio - b.audio).max() <= 2e-4 * np.abs(b.audio).max()
     frames = [int(r.durations.sum()) * 2 for r in untiled]  # generator frames: 2 per duration frame
     tile, whole = max(frames) // 3, max(frames) // 2
     engine = FastTorchEngine(tiny_model, precision="fp32", tile_frames=tile, whole_frames=whole)

@@ -779,7 +779,10 @@ def generate_tiles(
         + [0]
     )
     tail = torch.zeros(0)
-    running: dict[int, tuple[torch.Tensor, torch.Tensor, int]] | None = {} if running_stats else None
+    # one tile is the untiled computation: no statistics to carry (the running ones cost a centred
+    # copy per AdaIN layer and round differently from the untiled path)
+    carry = running_stats and len(bounds) > 2
+    running: dict[int, tuple[torch.Tensor, torch.Tensor, int]] | None = {} if carry else None
     for k in range(len(bounds) - 1):
         start, end = bounds[k], bounds[k + 1]
         lo, hi = max(0, start - margin), min(n, end + margin)
