@@ -89,6 +89,20 @@ def test_block_dft_conv_equals_conv1d(c_in, c_out, k, d, block, batch):
         assert _rel(low_torch, ref) < 2e-2, f"bf16 (PyTorch transforms) error {_rel(low_torch, ref)}"
 
 
+def test_packed_mixing_weights_serve_the_traced_graph_too():
+    """With the compiled fp32 mixing the weights are kept only in its packed order; the ONNX-traceable
+    computation unpacks them and gives the same convolution."""
+    torch.manual_seed(3)
+    conv = nn.Conv1d(10, 14, 11, dilation=3, padding=15)
+    block = BlockDFTConv1d(conv, torch.float32, 64)
+    assert block.packed == native.mix_available()
+    x = torch.randn(1, 10, 700)
+    with torch.no_grad():
+        ref = conv(x)
+        assert _rel(block(x), ref) < 2e-5
+        assert _rel(block._traceable(x), ref) < 2e-5
+
+
 def test_block_dft_conv_rejects_unsupported_shapes():
     with pytest.raises(ValueError, match="same"):
         BlockDFTConv1d(nn.Conv1d(4, 4, 5, padding=0), torch.float32, 16)

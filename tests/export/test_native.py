@@ -270,3 +270,60 @@ def test_results_do_not_depend_on_the_thread_count_or_calling_thread():
     with ThreadPoolExecutor(1) as pool:
         worker = pool.submit(native.analysis, x, 64, 54, 3, 19, 15).result()
     assert torch.equal(single, several) and torch.equal(single, worker)
+
+
+needs_mix = pytest.mark.skipif(not native.mix_available(), reason="the compiled mixing needs AVX2 and FMA")
+
+
+@needs_mix
+@pytest.mark.parametrize(
+    ("groups", "m", "k", "n"),
+    [
+        (1, 1, 1, 1),
+        (2, 7, 5, 3),  # a partial row tile and a partial column strip
+        (3, 12, 24, 16),  # whole tiles and strips
+        (31, 13, 10, 33),
+        (2, 20, 300, 400),  # K too deep for one panel of 400 columns: several panels
+    ],
+)
+def test_mix_matches_bmm(groups, m, k, n):
+    torch.manual_seed(groups * m + n)
+    w, x = torch.randn(groups, m, k), torch.randn(groups, k, n)
+    packed = native.pack_mix_weights(w)
+    assert torch.equal(native.unpack_mix_weights(packed, m), w)
+    expected = torch.bmm(w.double(), x.double())
+    assert _rel(native.mix(x, packed, m), expected) < 1e-6
+    # into a view of a larger tensor, as BlockDFTConv1d writes its real and complex bins
+    whole = torch.full((groups + 1, m, n), 7.0)
+    assert _rel(native.mix(x, packed, m, out=whole[1:]), expected) < 1e-6
+    assert torch.equal(whole[0], torch.full((m, n), 7.0))
+
+
+@needs_mix
+def test_mix_rejects_mismatched_operands():
+    packed = native.pack_mix_weights(torch.randn(2, 8, 4))
+    with pytest.raises(ValueError, match="float32 CPU x"):
+        native.mix(torch.randn(2, 5, 3), packed, 8)  # K does not match
+    with pytest.raises(ValueError, match="float32 CPU x"):
+        native.mix(torch.randn(2, 4, 3).double(), packed, 8)
+    with pytest.raises(ValueError, match="do not hold 13 rows"):
+        native.mix(torch.randn(2, 4, 3), packed, 13)
+    with pytest.raises(ValueError, match="out must be"):
+        native.mix(torch.randn(2, 4, 3), packed, 8, out=torch.empty(2, 8, 4))
+    with pytest.raises(ValueError, match="groups, M, K"):
+        native.pack_mix_weights(torch.randn(8, 4))
+
+
+@needs_mix
+def test_mix_does_not_depend_on_the_thread_count():
+    w, x = torch.randn(5, 30, 40), torch.randn(5, 40, 70)
+    packed = native.pack_mix_weights(w)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = native.mix(x, packed, 30)
+        torch.set_num_threads(max(2, before))
+        several = native.mix(x, packed, 30)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(single, several)

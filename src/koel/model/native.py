@@ -115,12 +115,18 @@ def library() -> ctypes.CDLL | None:
     lib.koel_row_stats.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, c_int]
     lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
     lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
+    lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
+    lib.koel_mix_available.argtypes = []
+    lib.koel_mix_rows.argtypes = []
     for function in (
         lib.koel_dft_analysis,
         lib.koel_dft_synthesis,
         lib.koel_row_stats,
         lib.koel_snake,
         lib.koel_add_bf16,
+        lib.koel_mix,
+        lib.koel_mix_available,
+        lib.koel_mix_rows,
     ):
         function.restype = c_int
     return lib
@@ -328,6 +334,54 @@ def add_bf16(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor | None = None) 
     return out
 
 
+def mix_available() -> bool:
+    """Whether the compiled float32 channel mixing (:func:`mix`) runs here (AVX2 + FMA builds)."""
+    lib = library()
+    return lib is not None and bool(lib.koel_mix_available())
+
+
+def pack_mix_weights(w: torch.Tensor) -> torch.Tensor:
+    """Mixing weights [G, M, K] -> float32 in the order :func:`mix` reads them: [G, ceil(M / r), K, r]
+    for the kernel's r rows per tile (rows past M zero). Done once, when a model is loaded."""
+    lib = _require()
+    if w.dim() != 3:
+        raise ValueError(f"mixing weights must be [groups, M, K], got {tuple(w.shape)}")
+    rows = int(lib.koel_mix_rows())
+    groups, m, k = w.shape
+    tiles = -(-m // rows)
+    padded = torch.zeros(groups, tiles * rows, k, dtype=torch.float32)
+    padded[:, :m] = w.detach().float().cpu()
+    return padded.view(groups, tiles, rows, k).transpose(2, 3).contiguous()
+
+
+def unpack_mix_weights(packed: torch.Tensor, m: int) -> torch.Tensor:
+    """The inverse of :func:`pack_mix_weights`: [G, M, K] float32."""
+    groups, tiles, k, rows = packed.shape
+    return packed.transpose(2, 3).reshape(groups, tiles * rows, k)[:, :m]
+
+
+def mix(x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """y[g] = W[g] @ x[g] for x [G, K, N] float32 and W [G, m, K] packed by :func:`pack_mix_weights`;
+    [G, m, N] float32, written into ``out`` (a contiguous tensor or view of that shape) when given."""
+    lib = _require()
+    if not lib.koel_mix_available():
+        raise RuntimeError("koel's compiled channel mixing needs a CPU with AVX2 and FMA")
+    groups, tiles, k, rows = packed.shape
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3 or x.shape[:2] != (groups, k):
+        raise ValueError(f"mix takes float32 CPU x [{groups}, {k}, N], got {x.dtype} {tuple(x.shape)}")
+    if packed.dtype != torch.float32 or not packed.is_contiguous() or not 0 < m <= tiles * rows:
+        raise ValueError(f"packed weights do not hold {m} rows: {packed.dtype} {tuple(packed.shape)}")
+    x = x.contiguous()
+    n = x.shape[2]
+    if out is None:
+        out = torch.empty(groups, m, n)
+    elif out.shape != (groups, m, n) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 [{groups}, {m}, {n}] tensor")
+    if lib.koel_mix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), groups, m, k, n, _threads()) != 0:
+        raise RuntimeError(f"channel mixing failed ({groups} x [{m}, {k}] @ [{k}, {n}])")
+    return out
+
+
 __all__ = [
     "BLOCK_SIZES",
     "SOURCE",
@@ -335,8 +389,12 @@ __all__ = [
     "analysis",
     "available",
     "library",
+    "mix",
+    "mix_available",
+    "pack_mix_weights",
     "row_stats",
     "snake",
     "spectrum_rows",
     "synthesis",
+    "unpack_mix_weights",
 ]
