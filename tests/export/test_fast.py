@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 from typing import cast
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -101,6 +102,24 @@ def test_packed_mixing_weights_serve_the_traced_graph_too():
         ref = conv(x)
         assert _rel(block(x), ref) < 2e-5
         assert _rel(block._traceable(x), ref) < 2e-5
+
+
+@pytest.mark.parametrize("dilation", [1, 3])
+def test_fast_conv_in_the_compiled_kernel_equals_conv1d(dilation):
+    torch.manual_seed(dilation)
+    conv = nn.Conv1d(12, 10, 3, dilation=dilation, padding=dilation)
+    fast = FastConv1d(conv, torch.float32)
+    assert fast.packed == native.mix_available()
+    x = torch.randn(2, 12, 301)
+    with torch.no_grad():
+        ref = conv(x)
+        assert _rel(fast(x), ref) < 2e-6
+        if fast.packed:
+            residual = torch.randn_like(ref)
+            assert fast.adds_into(x, residual)
+            assert _rel(fast.add_into(x, residual.clone()), ref + residual) < 2e-6
+        with patch("koel.model.fast.exporting", return_value=True):  # the traced graph: plain conv1d
+            assert _rel(fast(x), ref) < 2e-6
 
 
 def test_block_dft_conv_rejects_unsupported_shapes():

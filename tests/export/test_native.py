@@ -327,3 +327,46 @@ def test_mix_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert torch.equal(single, several)
+
+
+@needs_mix
+@pytest.mark.parametrize(
+    ("batch", "c_in", "c_out", "taps", "dilation", "padding", "length"),
+    [
+        (1, 3, 5, 3, 1, 1, 1),  # one sample: every tap but the centre reads padding
+        (2, 7, 13, 3, 5, 5, 100),
+        (1, 16, 6, 7, 1, 3, 33),
+        (1, 300, 20, 3, 1, 1, 50),  # K = 900: several K slices accumulate
+        (3, 4, 9, 1, 1, 0, 17),  # a 1x1 convolution (the decoder's shortcuts)
+        (1, 5, 5, 5, 2, 0, 40),  # no padding: a shorter output
+    ],
+)
+def test_conv_matches_conv1d(batch, c_in, c_out, taps, dilation, padding, length):
+    torch.manual_seed(c_in * taps + length)
+    w, bias = torch.randn(c_out, c_in, taps), torch.randn(c_out)
+    x = torch.randn(batch, c_in, length)
+    packed = native.pack_conv_weights(w)
+    expected = F.conv1d(x.double(), w.double(), bias.double(), 1, padding, dilation)
+    assert _rel(native.conv(x, packed, c_out, taps, dilation, padding, bias), expected) < 1e-6
+    assert (
+        _rel(native.conv(x, packed, c_out, taps, dilation, padding), expected - bias[:, None].double()) < 1e-6
+    )
+    base = torch.randn(expected.shape)
+    into = base.clone()
+    assert native.conv(x, packed, c_out, taps, dilation, padding, bias, out=into) is into
+    assert _rel(into, expected + base.double()) < 1e-6
+
+
+@needs_mix
+def test_conv_rejects_what_does_not_fit():
+    packed = native.pack_conv_weights(torch.randn(6, 4, 3))
+    with pytest.raises(ValueError, match="do not fit"):
+        native.conv(torch.randn(1, 5, 20), packed, 6, 3)  # 5 channels, weights for 4
+    with pytest.raises(ValueError, match="too short"):
+        native.conv(torch.randn(1, 4, 1), packed, 6, 3)  # no padding: no output
+    with pytest.raises(ValueError, match="bias"):
+        native.conv(torch.randn(1, 4, 20), packed, 6, 3, bias=torch.zeros(5))
+    with pytest.raises(ValueError, match="out must be"):
+        native.conv(torch.randn(1, 4, 20), packed, 6, 3, padding=1, out=torch.zeros(1, 6, 19))
+    with pytest.raises(ValueError, match="float32 CPU tensor"):
+        native.conv(torch.randn(4, 20), packed, 6, 3)

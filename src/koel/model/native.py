@@ -116,6 +116,7 @@ def library() -> ctypes.CDLL | None:
     lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
     lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
     lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
+    lib.koel_conv.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 10]
     lib.koel_mix_available.argtypes = []
     lib.koel_mix_rows.argtypes = []
     for function in (
@@ -125,6 +126,7 @@ def library() -> ctypes.CDLL | None:
         lib.koel_snake,
         lib.koel_add_bf16,
         lib.koel_mix,
+        lib.koel_conv,
         lib.koel_mix_available,
         lib.koel_mix_rows,
     ):
@@ -382,15 +384,71 @@ def mix(x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None 
     return out
 
 
+def pack_conv_weights(w: torch.Tensor) -> torch.Tensor:
+    """Conv1d weights [C_out, C_in, taps] -> the packed [1, ceil(C_out / r), taps * C_in, r] order of
+    :func:`conv` (row t * C_in + c of the product is tap t of input channel c)."""
+    if w.dim() != 3:
+        raise ValueError(f"convolution weights must be [C_out, C_in, taps], got {tuple(w.shape)}")
+    return pack_mix_weights(w.detach().permute(0, 2, 1).reshape(1, w.shape[0], -1))
+
+
+def conv(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    c_out: int,
+    taps: int,
+    dilation: int = 1,
+    padding: int = 0,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A stride-1 Conv1d of x [B, C_in, L] (float32, CPU) with weights packed by
+    :func:`pack_conv_weights`: [B, c_out, L + 2 padding - dilation (taps - 1)] float32, added into
+    ``out`` when given (the residual stream) instead of written to a new tensor."""
+    lib = _require()
+    if not lib.koel_mix_available():
+        raise RuntimeError("koel's compiled convolution needs a CPU with AVX2 and FMA")
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
+        raise ValueError(f"conv takes a float32 CPU tensor [B, C, L], got {x.dtype} {tuple(x.shape)}")
+    groups, tiles, k, rows = packed.shape
+    batch, c_in, length = x.shape
+    if groups != 1 or k != taps * c_in or not 0 < c_out <= tiles * rows or packed.dtype != torch.float32:
+        raise ValueError(f"packed weights [{tuple(packed.shape)}] do not fit {c_in} x {taps} taps -> {c_out}")
+    if taps < 1 or dilation < 1 or padding < 0:
+        raise ValueError(f"unsupported convolution: taps={taps}, dilation={dilation}, padding={padding}")
+    out_length = length + 2 * padding - dilation * (taps - 1)
+    if out_length < 1:
+        raise ValueError(f"{length} samples are too short for {taps} taps at dilation {dilation}")
+    x = x.contiguous()
+    if bias is not None:
+        bias = bias.detach().float().contiguous()
+        if bias.shape != (c_out,):
+            raise ValueError(f"bias must be [{c_out}], got {tuple(bias.shape)}")
+    accumulate = out is not None
+    if out is None:
+        out = torch.empty(batch, c_out, out_length)
+    elif out.shape != (batch, c_out, out_length) or out.dtype != torch.float32 or not out.is_contiguous():
+        raise ValueError(f"out must be a contiguous float32 [{batch}, {c_out}, {out_length}] tensor")
+    rc = lib.koel_conv(
+        x.data_ptr(), out.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+        batch, c_in, length, c_out, taps, dilation, padding, out_length, int(accumulate), _threads(),
+    )  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"convolution failed ({c_in} -> {c_out}, {taps} taps)")
+    return out
+
+
 __all__ = [
     "BLOCK_SIZES",
     "SOURCE",
     "add_bf16",
     "analysis",
     "available",
+    "conv",
     "library",
     "mix",
     "mix_available",
+    "pack_conv_weights",
     "pack_mix_weights",
     "row_stats",
     "snake",
