@@ -17,6 +17,7 @@ from koel.model.fast import (
     BlockDFTConv1d,
     FastAdaINResBlock1,
     FastConv1d,
+    FastLinear,
     accelerate,
     adain_snake,
     plan_conv,
@@ -120,6 +121,21 @@ def test_fast_conv_in_the_compiled_kernel_equals_conv1d(dilation):
             assert _rel(fast.add_into(x, residual.clone()), ref + residual) < 2e-6
         with patch("koel.model.fast.exporting", return_value=True):  # the traced graph: plain conv1d
             assert _rel(fast(x), ref) < 2e-6
+
+
+def test_fast_linear_keeps_the_parameters_and_the_result():
+    torch.manual_seed(0)
+    linear = nn.Linear(20, 30)
+    fast = FastLinear.adopt(linear)
+    assert fast.weight is linear.weight and fast.bias is linear.bias
+    assert set(fast.state_dict()) == {"weight", "bias"}
+    for rows in (3, 300):  # the compiled product, and MKL past max_rows
+        x = torch.randn(2, rows, 20)
+        with torch.no_grad():
+            assert _rel(fast(x), linear(x)) < 2e-6
+    x = torch.randn(4, 20, requires_grad=True)  # autograd: nn.Linear's own product
+    fast(x).sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None
 
 
 def test_block_dft_conv_rejects_unsupported_shapes():

@@ -370,3 +370,30 @@ def test_conv_rejects_what_does_not_fit():
         native.conv(torch.randn(1, 4, 20), packed, 6, 3, padding=1, out=torch.zeros(1, 6, 19))
     with pytest.raises(ValueError, match="float32 CPU tensor"):
         native.conv(torch.randn(4, 20), packed, 6, 3)
+
+
+@needs_mix
+@pytest.mark.parametrize("shape", [(1, 1), (5, 7), (2, 33, 40), (3, 1, 300)])  # [..., in]; K > 256: slices
+@pytest.mark.parametrize("out_features", [1, 17, 40])
+def test_linear_matches_torch(shape, out_features):
+    torch.manual_seed(out_features + shape[-1])
+    w, bias = torch.randn(out_features, shape[-1]), torch.randn(out_features)
+    x = torch.randn(*shape)
+    packed = native.pack_linear_weights(w)
+    expected = F.linear(x.double(), w.double(), bias.double())
+    assert _rel(native.linear(x, packed, out_features, bias), expected) < 1e-6
+    assert _rel(native.linear(x, packed, out_features), expected - bias.double()) < 1e-6
+    assert native.linear(torch.randn(0, shape[-1]), packed, out_features).shape == (0, out_features)
+
+
+@needs_mix
+def test_linear_rejects_what_does_not_fit():
+    packed = native.pack_linear_weights(torch.randn(6, 4))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 4\]"):
+        native.linear(torch.randn(3, 5), packed, 6)
+    with pytest.raises(ValueError, match="do not hold 17 outputs"):
+        native.linear(torch.randn(3, 4), packed, 17)
+    with pytest.raises(ValueError, match="bias"):
+        native.linear(torch.randn(3, 4), packed, 6, torch.zeros(4))
+    with pytest.raises(ValueError, match="out, in"):
+        native.pack_linear_weights(torch.randn(6, 4, 1))

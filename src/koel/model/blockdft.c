@@ -598,6 +598,14 @@ int koel_snake(const void *x, int x_bf16, int batch, int channels, int length, c
  * The same product runs the direct (short-kernel) convolutions, with x read through the kernel's
  * taps as it is packed: row t * C_in + c of the virtual x is input channel c shifted by
  * t * dilation - padding, so no unfolded copy is ever made. */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int omp_threads(void) { return omp_get_num_threads(); }
+static inline int omp_me(void) { return omp_get_thread_num(); }
+#else
+static inline int omp_threads(void) { return 1; }
+static inline int omp_me(void) { return 0; }
+#endif
 #define MIX_MR 6
 #define MIX_NR 16
 #define MIX_KC 256
@@ -658,8 +666,9 @@ static void conv_pack(const float *x, int c_in, int length, int taps, int dilati
 }
 
 /* rows x cols (at most MIX_MR x MIX_NR) outputs of one packed W tile and one strip over K rows,
- * stored (add = 0; plus bias[r] when given) or added into y. The 12 accumulators are named
- * variables: as an array, GCC stored them to the stack on every step. */
+ * stored (add = 0; plus bias[r] or bias_col[i] when given) or added into y, output (r, i) at
+ * y[r * ld + i * step].
+ * The 12 accumulators are named variables: as an array, GCC stored them to the stack on every step. */
 #define MIX_ROW(r, c0, c1)                                  \
     do {                                                    \
         const __m256 w = _mm256_broadcast_ss(ak + (r));     \
@@ -667,8 +676,8 @@ static void conv_pack(const float *x, int c_in, int length, int taps, int dilati
         c1 = _mm256_fmadd_ps(w, b1, c1);                    \
     } while (0)
 
-static inline void mix_tile(const float *a, const float *b, int K, int rows, int cols, float *y, int N, int add,
-                            const float *bias) {
+static inline void mix_tile(const float *a, const float *b, int K, int rows, int cols, float *y, int64_t ld,
+                            int64_t step, int add, const float *bias, const float *bias_col) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
     __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
     for (int k = 0; k < K; k++) {
@@ -683,11 +692,15 @@ static inline void mix_tile(const float *a, const float *b, int K, int rows, int
     }
     const __m256 c[MIX_MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
     for (int r = 0; r < rows; r++) {
-        float *dst = y + (int64_t)r * N;
+        float *dst = y + (int64_t)r * ld;
         float tmp[MIX_NR];
         const __m256 offset = bias ? _mm256_set1_ps(bias[r]) : _mm256_setzero_ps();
         __m256 v0 = _mm256_add_ps(c[r][0], offset), v1 = _mm256_add_ps(c[r][1], offset);
-        if (cols == MIX_NR) {
+        if (bias_col) { /* a bias per column (zero-padded to MIX_NR) */
+            v0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias_col));
+            v1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias_col + 8));
+        }
+        if (cols == MIX_NR && step == 1) {
             if (add) {
                 v0 = _mm256_add_ps(v0, _mm256_loadu_ps(dst));
                 v1 = _mm256_add_ps(v1, _mm256_loadu_ps(dst + 8));
@@ -697,14 +710,15 @@ static inline void mix_tile(const float *a, const float *b, int K, int rows, int
         } else {
             _mm256_storeu_ps(tmp, v0);
             _mm256_storeu_ps(tmp + 8, v1);
-            for (int i = 0; i < cols; i++) dst[i] = add ? dst[i] + tmp[i] : tmp[i];
+            for (int i = 0; i < cols; i++) dst[i * step] = add ? dst[i * step] + tmp[i] : tmp[i];
         }
     }
 }
 
-/* Rows [t0, t1) tiles of y[:, c0 : c0 + cols] (+)= W b for one packed panel b [strips][K][MIX_NR]. */
-static void mix_panel(const float *w, const float *b, int M, int K, int t0, int t1, int cols, float *y, int N,
-                      int add, const float *bias) {
+/* Rows [t0, t1) tiles of y[:, c0 : c0 + cols] (+)= W b for one packed panel b [strips][K][MIX_NR];
+ * y's rows ld apart, its columns step apart (1, or the row length of a transposed y). */
+static void mix_panel(const float *w, const float *b, int M, int K, int t0, int t1, int cols, float *y, int64_t ld,
+                      int64_t step, int add, const float *bias) {
     for (int k0 = 0; k0 < K; k0 += MIX_KC) { /* a kc x cols slice of the panel stays in L2 */
         const int kc = K - k0 < MIX_KC ? K - k0 : MIX_KC;
         for (int t = t0; t < t1; t++) { /* one W tile (kc x 6 floats) against every strip */
@@ -712,8 +726,9 @@ static void mix_panel(const float *w, const float *b, int M, int K, int t0, int 
             const float *a = w + ((int64_t)t * K + k0) * MIX_MR;
             for (int s = 0; s * MIX_NR < cols; s++) {
                 const int n = cols - s * MIX_NR < MIX_NR ? cols - s * MIX_NR : MIX_NR;
-                mix_tile(a, b + ((int64_t)s * K + k0) * MIX_NR, kc, rows, n, y + (int64_t)t * MIX_MR * N + s * MIX_NR,
-                         N, add || k0 > 0, k0 == 0 && bias ? bias + t * MIX_MR : NULL);
+                mix_tile(a, b + ((int64_t)s * K + k0) * MIX_NR, kc, rows, n,
+                         y + (int64_t)t * MIX_MR * ld + (int64_t)s * MIX_NR * step, ld, step, add || k0 > 0,
+                         k0 == 0 && bias ? bias + t * MIX_MR : NULL, NULL);
             }
         }
     }
@@ -757,7 +772,7 @@ int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K,
             const int c0 = item / p.parts % p.panels * p.panel, cols = N - c0 < p.panel ? N - c0 : p.panel;
             mix_pack(x + (int64_t)g * K * N, K, N, c0, cols, b);
             mix_panel(w + (int64_t)g * p.tiles * K * MIX_MR, b, M, K, p.tiles * part / p.parts,
-                      p.tiles * (part + 1) / p.parts, cols, y + (int64_t)g * M * N + c0, N, 0, NULL);
+                      p.tiles * (part + 1) / p.parts, cols, y + (int64_t)g * M * N + c0, N, 1, 0, NULL);
         }
         free(b);
     }
@@ -788,9 +803,59 @@ int koel_conv(const float *x, float *y, const float *w, const float *bias, int b
             const int cols = out_length - c0 < p.panel ? out_length - c0 : p.panel;
             conv_pack(x + (int64_t)i * c_in * length, c_in, length, taps, dilation, pad, c0, cols, b);
             mix_panel(w, b, M, K, p.tiles * part / p.parts, p.tiles * (part + 1) / p.parts, cols,
-                      y + (int64_t)i * M * out_length + c0, out_length, accumulate, bias);
+                      y + (int64_t)i * M * out_length + c0, out_length, 1, accumulate, bias);
         }
         free(b);
+    }
+    return failed;
+}
+
+/* x [N][K] as the A side of the product: [ceil(N / MIX_MR)][K][MIX_MR], rows past N zero. */
+static void linear_pack(const float *x, int N, int K, float *a) {
+    for (int t = 0; t * MIX_MR < N; t++) {
+        float *dst = a + (int64_t)t * K * MIX_MR;
+        for (int r = 0; r < MIX_MR; r++) {
+            const int n = t * MIX_MR + r;
+            const float *row = x + (int64_t)n * K;
+            for (int k = 0; k < K; k++) dst[k * MIX_MR + r] = n < N ? row[k] : 0.0f;
+        }
+    }
+}
+
+/* y [N][M] = x [N][K] W^T + bias (nn.Linear over N rows). Here the tokens are the rows of the
+ * micro-tiles and the features their columns, so every tile is stored as whole rows of y: W is
+ * packed once as the strips of W^T, [ceil(M / MIX_NR)][K][MIX_NR] (features past M zero), and the
+ * threads share out the strips, so W is read once per call; x (a few dozen tokens) is packed by each
+ * thread and stays in L2. bias, when given, is zero-padded to a multiple of MIX_NR. */
+int koel_linear(const float *x, float *y, const float *w, const float *bias, int N, int M, int K, int threads) {
+    if (N < 1 || M < 1 || K < 1) return 1;
+    const int strips = (M + MIX_NR - 1) / MIX_NR, tiles = (N + MIX_MR - 1) / MIX_MR;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *a = aligned_alloc(64, (size_t)tiles * MIX_MR * (size_t)K * sizeof(float));
+        if (!a) {
+#pragma omp atomic write
+            failed = 1;
+        } else {
+            linear_pack(x, N, K, a);
+        }
+        const int count = omp_threads(), me = omp_me();
+        const int s0 = strips * me / count, s1 = strips * (me + 1) / count;
+        for (int k0 = 0; a && k0 < K; k0 += MIX_KC) {
+            const int kc = K - k0 < MIX_KC ? K - k0 : MIX_KC;
+            for (int s = s0; s < s1; s++) { /* one strip of W (kc x 16) against every token tile */
+                const int cols = M - s * MIX_NR < MIX_NR ? M - s * MIX_NR : MIX_NR;
+                const float *b = w + ((int64_t)s * K + k0) * MIX_NR;
+                for (int t = 0; t < tiles; t++) {
+                    const int rows = N - t * MIX_MR < MIX_MR ? N - t * MIX_MR : MIX_MR;
+                    mix_tile(a + ((int64_t)t * K + k0) * MIX_MR, b, kc, rows, cols,
+                             y + (int64_t)t * MIX_MR * M + s * MIX_NR, M, 1, k0 > 0, NULL,
+                             k0 == 0 && bias ? bias + s * MIX_NR : NULL);
+                }
+            }
+        }
+        free(a);
     }
     return failed;
 }
@@ -806,6 +871,10 @@ int koel_conv(const float *x, float *y, const float *w, const float *bias, int b
               int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
     (void)x, (void)y, (void)w, (void)bias, (void)batch, (void)c_in, (void)length, (void)M, (void)taps;
     (void)dilation, (void)pad, (void)out_length, (void)accumulate, (void)threads;
+    return 2;
+}
+int koel_linear(const float *x, float *y, const float *w, const float *bias, int N, int M, int K, int threads) {
+    (void)x, (void)y, (void)w, (void)bias, (void)N, (void)M, (void)K, (void)threads;
     return 2;
 }
 #endif

@@ -265,6 +265,42 @@ class FastConv1d(nn.Module):
         )
 
 
+class FastLinear(nn.Linear):
+    """nn.Linear (same parameters) whose float32 CPU product runs in koel's kernel on weights packed
+    once (:func:`koel.model.native.linear`): for the few dozen tokens of a sentence, MKL's GEMM
+    spends much of each call packing the weights again (PL-BERT's 768 -> 2048 layer over 50 tokens ran
+    at 24 GMAC/s). Measured (2-core Zen 3), 12-100 tokens: 0.3-0.95x F.linear's time; from about
+    200 tokens MKL is as fast or faster, so longer inputs go to it. Elsewhere (autograd, other devices
+    and dtypes, ONNX tracing) it is nn.Linear."""
+
+    packed_weight: torch.Tensor
+    compiled: bool
+    max_rows = 128  # longer inputs: MKL
+
+    @classmethod
+    def adopt(cls, linear: nn.Linear) -> FastLinear:
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.weight, new.bias = linear.weight, linear.bias
+        packed = native.pack_linear_weights(linear.weight.detach())
+        new.register_buffer("packed_weight", packed, persistent=False)
+        new.compiled = native.mix_available()
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            self.compiled
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not exporting()
+            and x.numel() <= self.max_rows * self.in_features
+            and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
+        ):
+            return native.linear(x, self.packed_weight, self.out_features, self.bias)
+        return F.linear(x, self.weight, self.bias)
+
+
 class BlockDFTConv1d(nn.Module):
     """Overlap-save convolution: DFT -> per-frequency channel mixing -> inverse DFT.
 
@@ -1007,6 +1043,11 @@ def accelerate(
         model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype, compiled)
     if not isinstance(gen, ConcurrentGenerator):
         model.decoder.generator = gen = ConcurrentGenerator(gen)
+    if compiled and dtype == torch.float32 and model.device.type == "cpu" and native.mix_available():
+        for module in list(model.bert.modules()):  # PL-BERT's products (one shared layer, 12 passes)
+            for name, child in list(module.named_children()):
+                if type(child) is nn.Linear:
+                    setattr(module, name, FastLinear.adopt(child))
     if dtype != torch.float32:
         for i, up in enumerate(gen.ups):
             if not isinstance(up, FastConvTranspose1d):
@@ -1024,6 +1065,7 @@ __all__ = [
     "FastAdainResBlk1d",
     "FastConv1d",
     "FastConvTranspose1d",
+    "FastLinear",
     "TileStream",
     "accelerate",
     "adain_snake",

@@ -117,6 +117,7 @@ def library() -> ctypes.CDLL | None:
     lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
     lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
     lib.koel_conv.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 10]
+    lib.koel_linear.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 4]
     lib.koel_mix_available.argtypes = []
     lib.koel_mix_rows.argtypes = []
     for function in (
@@ -127,6 +128,7 @@ def library() -> ctypes.CDLL | None:
         lib.koel_add_bf16,
         lib.koel_mix,
         lib.koel_conv,
+        lib.koel_linear,
         lib.koel_mix_available,
         lib.koel_mix_rows,
     ):
@@ -146,6 +148,7 @@ def _require() -> ctypes.CDLL:
 
 
 _FLOATS = (torch.float32, torch.bfloat16)
+_STRIP = 16  # columns per micro-tile of the compiled products (MIX_NR)
 
 
 def _threads() -> int:
@@ -438,6 +441,49 @@ def conv(
     return out
 
 
+def pack_linear_weights(w: torch.Tensor) -> torch.Tensor:
+    """nn.Linear weights [out, in] -> float32 strips of W^T as :func:`linear` reads them:
+    [ceil(out / 16), in, 16] (features past ``out`` zero)."""
+    if w.dim() != 2:
+        raise ValueError(f"linear weights must be [out, in], got {tuple(w.shape)}")
+    out_features, in_features = w.shape
+    strips = -(-out_features // _STRIP)
+    padded = torch.zeros(strips * _STRIP, in_features, dtype=torch.float32)
+    padded[:out_features] = w.detach().float().cpu()
+    return padded.view(strips, _STRIP, in_features).transpose(1, 2).contiguous()
+
+
+def linear(
+    x: torch.Tensor, packed: torch.Tensor, out_features: int, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """nn.Linear's x @ W.T + bias for a float32 CPU x [..., in], W packed by
+    :func:`pack_linear_weights`: [..., out_features] float32."""
+    lib = _require()
+    if not lib.koel_mix_available():
+        raise RuntimeError("koel's compiled linear layer needs a CPU with AVX2 and FMA")
+    strips, k, width = packed.shape
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() < 1 or x.shape[-1] != k:
+        raise ValueError(f"linear takes a float32 CPU tensor [..., {k}], got {x.dtype} {tuple(x.shape)}")
+    if width != _STRIP or not 0 < out_features <= strips * width or packed.dtype != torch.float32:
+        raise ValueError(f"packed weights {tuple(packed.shape)} do not hold {out_features} outputs")
+    if bias is not None:
+        if bias.shape != (out_features,):
+            raise ValueError(f"bias must be [{out_features}], got {tuple(bias.shape)}")
+        bias = torch.nn.functional.pad(bias.detach().float(), (0, strips * width - out_features))
+    x = x.contiguous()
+    n = x.numel() // k
+    out = torch.empty(*x.shape[:-1], out_features)
+    if n == 0:
+        return out
+    rc = lib.koel_linear(
+        x.data_ptr(), out.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+        n, out_features, k, _threads(),
+    )  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"linear layer failed ({k} -> {out_features})")
+    return out
+
+
 __all__ = [
     "BLOCK_SIZES",
     "SOURCE",
@@ -446,9 +492,11 @@ __all__ = [
     "available",
     "conv",
     "library",
+    "linear",
     "mix",
     "mix_available",
     "pack_conv_weights",
+    "pack_linear_weights",
     "pack_mix_weights",
     "row_stats",
     "snake",
