@@ -63,9 +63,13 @@ class FastTorchEngine(TorchEngine):
         tile_frames: int | None = None,
         whole_frames: int | None = None,
     ) -> None:
+        from koel.memory import trim
         from koel.model.fast import accelerate
 
         self.dtype = accelerate(model, precision)
+        # Building the fast blocks (block-DFT spectra in float64, packed weights) frees about 300 MB of
+        # temporaries that glibc would keep under koel's trim threshold: a server at rest kept them.
+        trim()
         cpu = model.device.type == "cpu"
         if max_batch is None:
             max_batch = 1 if cpu else 8
