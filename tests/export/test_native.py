@@ -159,6 +159,23 @@ def test_a_failing_compiler_falls_back_with_a_warning(monkeypatch, tmp_path, fre
     assert native.library() is None
 
 
+def test_a_build_without_the_cpu_flags_says_so(monkeypatch, tmp_path, fresh_library, caplog):
+    real = shutil.which("cc")
+    if real is None:
+        pytest.skip("no C compiler on this machine")
+    picky = tmp_path / "picky-cc"  # refuses -march=native, compiles everything else
+    picky.write_text(
+        '#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && { echo "no native" >&2; exit 1; }; done\n'
+        f'exec {real} "$@"\n'
+    )
+    picky.chmod(0o755)
+    monkeypatch.setenv("CC", str(picky))
+    monkeypatch.setenv("KOEL_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level(logging.WARNING, logger="koel.model.native"):
+        assert native.library() is not None
+    assert "without -march=native" in caplog.text and "slower" in caplog.text
+
+
 @needs_native
 @pytest.mark.parametrize(("dilation", "length"), [(1, 2000), (3, 2000), (1, 40)])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])

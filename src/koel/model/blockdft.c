@@ -86,10 +86,6 @@ static inline vf load_at(const void *src, int f32, int64_t i) {
     return v;
 }
 
-static inline float value_f32(const void *src, int f32, int64_t i) {
-    return f32 ? ((const float *)src)[i] : from_bf16(((const bf16 *)src)[i]);
-}
-
 /* cos on every lane (|x| < 2^21): x = k pi + r, |r| <= pi / 2, cos x = (-1)^k cos r; error ~1e-7. */
 static inline vf vcos(vf x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, parity in bit 0 */
@@ -461,11 +457,11 @@ int koel_dft_synthesis(const void *y, int y_f32, int batch, int channels, int le
                 } else { /* the last blocks of a row: spare lanes repeat block j0 */
                     for (int l = 0; l < LANES; l++) {
                         const int64_t k = at + (l < lanes ? l : 0);
-                        ar[0][l] = value_f32(y, y_f32, k);
-                        nyquist[l] = value_f32(y, y_f32, k + plane);
+                        ar[0][l] = value_at(y, !y_f32, k);
+                        nyquist[l] = value_at(y, !y_f32, k + plane);
                         for (int f = 1; f < m; f++) {
-                            ar[f][l] = value_f32(y, y_f32, k + (int64_t)(2 * f) * plane);
-                            ai[f][l] = value_f32(y, y_f32, k + (int64_t)(2 * f + 1) * plane);
+                            ar[f][l] = value_at(y, !y_f32, k + (int64_t)(2 * f) * plane);
+                            ai[f][l] = value_at(y, !y_f32, k + (int64_t)(2 * f + 1) * plane);
                         }
                     }
                 }

@@ -78,6 +78,12 @@ def _build(compiler: str, target: Path) -> bool:
                 continue
             if run.returncode == 0:
                 os.replace(out, target)  # atomic: another process may be building the same file
+                if extra != attempts[0]:  # a generic build runs, but several times slower
+                    log.warning(
+                        "built koel's block-DFT kernel without %s (%s); it runs, but slower",
+                        " ".join(sorted(set(attempts[0]) - set(extra))),
+                        last,
+                    )
                 return True
             last = run.stderr.strip()[-500:]
     log.warning(
