@@ -414,3 +414,15 @@ def test_linear_rejects_what_does_not_fit():
         native.linear(torch.randn(3, 4), packed, 6, torch.zeros(4))
     with pytest.raises(ValueError, match="out, in"):
         native.pack_linear_weights(torch.randn(6, 4, 1))
+
+
+@needs_mix
+def test_kernel_calls_are_named_operators_in_profiles():
+    from torch.profiler import ProfilerActivity, profile
+
+    packed = native.pack_mix_weights(torch.randn(2, 8, 4))
+    x = torch.randn(2, 4, 5)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        native.mix(x, packed, 8)
+    assert "koel::mix" in {event.key for event in prof.key_averages()}
+    assert torch.equal(native.mix(x, packed, 8), native.mix(x, packed, 8))  # and unprofiled, the same

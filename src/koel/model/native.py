@@ -25,7 +25,9 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import torch
 
@@ -157,6 +159,24 @@ _FLOATS = (torch.float32, torch.bfloat16)
 _STRIP = 16  # columns per micro-tile of the compiled products (MIX_NR)
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _profiled(fn: _F) -> _F:
+    """Run ``fn`` as a named operator (``koel::<name>``) while torch's profiler records, so the
+    kernel's time shows up in profiles next to PyTorch's operators (else it is nobody's)."""
+    name = f"koel::{fn.__name__}"
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not torch.autograd._profiler_enabled():
+            return fn(*args, **kwargs)
+        with torch.profiler.record_function(name):
+            return fn(*args, **kwargs)
+
+    return cast(_F, wrapper)
+
+
 def _threads() -> int:
     """The caller's intra-op thread count: OpenMP's own default differs outside the main thread."""
     return max(1, torch.get_num_threads())
@@ -183,6 +203,7 @@ def _activation_arrays(
     return center, scale, shift, alpha
 
 
+@_profiled
 def analysis(
     x: torch.Tensor,
     n: int,
@@ -224,6 +245,7 @@ def analysis(
     return out
 
 
+@_profiled
 def synthesis(
     spectra: torch.Tensor,
     batch: int,
@@ -270,6 +292,7 @@ def synthesis(
     return out
 
 
+@_profiled
 def snake(
     x: torch.Tensor,
     activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
@@ -300,6 +323,7 @@ def snake(
     return out
 
 
+@_profiled
 def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and biased variance (float32) over the last axis of a float32 or bfloat16 CPU tensor
     [..., L], keepdim, each from a centred pass over the row (exact however large the mean is against
@@ -319,6 +343,7 @@ def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, var
 
 
+@_profiled
 def add_bf16(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """x + t for a float32 ``x`` and a bfloat16 ``t`` of the same shape (CPU), float32, in one pass;
     into ``out`` (which may be ``x``) when given."""
@@ -371,6 +396,7 @@ def unpack_mix_weights(packed: torch.Tensor, m: int) -> torch.Tensor:
     return packed.transpose(2, 3).reshape(groups, tiles * rows, k)[:, :m]
 
 
+@_profiled
 def mix(x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """y[g] = W[g] @ x[g] for x [G, K, N] float32 and W [G, m, K] packed by :func:`pack_mix_weights`;
     [G, m, N] float32, written into ``out`` (a contiguous tensor or view of that shape) when given."""
@@ -401,6 +427,7 @@ def pack_conv_weights(w: torch.Tensor) -> torch.Tensor:
     return pack_mix_weights(w.detach().permute(0, 2, 1).reshape(1, w.shape[0], -1))
 
 
+@_profiled
 def conv(
     x: torch.Tensor,
     packed: torch.Tensor,
@@ -459,6 +486,7 @@ def pack_linear_weights(w: torch.Tensor) -> torch.Tensor:
     return padded.view(strips, _STRIP, in_features).transpose(1, 2).contiguous()
 
 
+@_profiled
 def linear(
     x: torch.Tensor, packed: torch.Tensor, out_features: int, bias: torch.Tensor | None = None
 ) -> torch.Tensor:
