@@ -327,6 +327,8 @@ def test_mix_rejects_mismatched_operands():
         native.mix(torch.randn(2, 4, 3), packed, 13)
     with pytest.raises(ValueError, match="out must be"):
         native.mix(torch.randn(2, 4, 3), packed, 8, out=torch.empty(2, 8, 4))
+    with pytest.raises(ValueError, match="out must be .* CPU"):  # the kernel would write through its pointer
+        native.mix(torch.randn(2, 4, 3), packed, 8, out=torch.empty(2, 8, 3, device="meta"))
     with pytest.raises(ValueError, match="groups, M, K"):
         native.pack_mix_weights(torch.randn(8, 4))
 
@@ -385,6 +387,8 @@ def test_conv_rejects_what_does_not_fit():
         native.conv(torch.randn(1, 4, 20), packed, 6, 3, bias=torch.zeros(5))
     with pytest.raises(ValueError, match="out must be"):
         native.conv(torch.randn(1, 4, 20), packed, 6, 3, padding=1, out=torch.zeros(1, 6, 19))
+    with pytest.raises(ValueError, match="out must be .* CPU"):
+        native.conv(torch.randn(1, 4, 20), packed, 6, 3, padding=1, out=torch.zeros(1, 6, 20, device="meta"))
     with pytest.raises(ValueError, match="float32 CPU tensor"):
         native.conv(torch.randn(4, 20), packed, 6, 3)
 

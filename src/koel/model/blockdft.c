@@ -750,13 +750,23 @@ static mix_plan_t mix_plan(int units, int M, int N, int threads) {
     return p;
 }
 
-int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
-    if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
-    const mix_plan_t p = mix_plan(groups, M, N, threads);
+/* One call's products, y[u] (+)= W[u] x[u] (+ bias) for `units` items u: x[u] a plain [K][N] matrix
+ * (taps = 0) or a convolution's input [c_in][length] read through its taps (K = taps * c_in). The
+ * strides step each pointer from one unit to the next (0: shared by all). */
+typedef struct {
+    const float *x, *w, *bias;
+    float *y;
+    int64_t x_unit, w_unit, y_unit;
+    int units, M, K, N, accumulate;
+    int c_in, length, taps, dilation, pad;
+} mix_job_t;
+
+static int mix_run(const mix_job_t *j, int threads) {
+    const mix_plan_t p = mix_plan(j->units, j->M, j->N, threads);
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *b = aligned_alloc(64, (size_t)K * (size_t)p.panel * sizeof(float));
+        float *b = aligned_alloc(64, (size_t)j->K * (size_t)p.panel * sizeof(float));
         if (!b) {
 #pragma omp atomic write
             failed = 1;
@@ -764,15 +774,27 @@ int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K,
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < p.items; item++) {
             if (!b) continue;
-            const int part = item % p.parts, g = item / p.parts / p.panels;
-            const int c0 = item / p.parts % p.panels * p.panel, cols = N - c0 < p.panel ? N - c0 : p.panel;
-            mix_pack(x + (int64_t)g * K * N, K, N, c0, cols, b);
-            mix_panel(w + (int64_t)g * p.tiles * K * MIX_MR, b, M, K, p.tiles * part / p.parts,
-                      p.tiles * (part + 1) / p.parts, cols, y + (int64_t)g * M * N + c0, N, 1, 0, NULL);
+            const int part = item % p.parts, u = item / p.parts / p.panels;
+            const int c0 = item / p.parts % p.panels * p.panel, cols = j->N - c0 < p.panel ? j->N - c0 : p.panel;
+            const float *x = j->x + u * j->x_unit;
+            if (j->taps)
+                conv_pack(x, j->c_in, j->length, j->taps, j->dilation, j->pad, c0, cols, b);
+            else
+                mix_pack(x, j->K, j->N, c0, cols, b);
+            mix_panel(j->w + u * j->w_unit, b, j->M, j->K, p.tiles * part / p.parts, p.tiles * (part + 1) / p.parts,
+                      cols, j->y + u * j->y_unit + c0, j->N, 1, j->accumulate, j->bias);
         }
         free(b);
     }
     return failed;
+}
+
+int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
+    if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
+    const int64_t tiles = (M + MIX_MR - 1) / MIX_MR;
+    const mix_job_t job = {x, w, NULL, y, (int64_t)K * N, tiles * K * MIX_MR, (int64_t)M * N, groups, M, K, N, 0,
+                           0, 0, 0, 0, 0};
+    return mix_run(&job, threads);
 }
 
 /* y [batch][M][out_length] (+)= conv(x [batch][c_in][length]) + bias for W [M][c_in][taps] packed as
@@ -781,29 +803,9 @@ int koel_conv(const float *x, float *y, const float *w, const float *bias, int b
               int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
     if (batch < 1 || c_in < 1 || length < 1 || M < 1 || taps < 1 || dilation < 1 || pad < 0 || out_length < 1)
         return 1;
-    const int K = taps * c_in;
-    const mix_plan_t p = mix_plan(batch, M, out_length, threads);
-    int failed = 0;
-#pragma omp parallel num_threads(threads)
-    {
-        float *b = aligned_alloc(64, (size_t)K * (size_t)p.panel * sizeof(float));
-        if (!b) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int item = 0; item < p.items; item++) {
-            if (!b) continue;
-            const int part = item % p.parts, i = item / p.parts / p.panels;
-            const int c0 = item / p.parts % p.panels * p.panel;
-            const int cols = out_length - c0 < p.panel ? out_length - c0 : p.panel;
-            conv_pack(x + (int64_t)i * c_in * length, c_in, length, taps, dilation, pad, c0, cols, b);
-            mix_panel(w, b, M, K, p.tiles * part / p.parts, p.tiles * (part + 1) / p.parts, cols,
-                      y + (int64_t)i * M * out_length + c0, out_length, 1, accumulate, bias);
-        }
-        free(b);
-    }
-    return failed;
+    const mix_job_t job = {x, w, bias, y, (int64_t)c_in * length, 0, (int64_t)M * out_length, batch, M,
+                           taps * c_in, out_length, accumulate, c_in, length, taps, dilation, pad};
+    return mix_run(&job, threads);
 }
 
 /* x [N][K] as the A side of the product: [ceil(N / MIX_MR)][K][MIX_MR], rows past N zero. */

@@ -349,7 +349,6 @@ class BlockDFTConv1d(nn.Module):
             and native.available()
         )
         self.packed = self.native and dtype == torch.float32 and native.mix_available()
-        self.spectrum_dtype = dtype
         w = conv.weight.detach().double().cpu()
         # torch's conv is a correlation: Y_f = conj(W_f) X_f per bin; [[A, -B], [B, A]] maps (Re, Im) -> (Re, Im).
         spec = torch.fft.rfft(w, n=block).conj().permute(2, 0, 1)  # [bins, C_out, C_in]
@@ -450,7 +449,7 @@ class BlockDFTConv1d(nn.Module):
         d, step = self.dilation, self.step
         n_blocks = self._blocks(length)
         left = d * (self.taps - 1) // 2
-        spectra = native.analysis(x, self.block, step, d, n_blocks, left, activation, self.spectrum_dtype)
+        spectra = native.analysis(x, self.block, step, d, n_blocks, left, activation, self.mix_real.dtype)
         spectra = self._mix(spectra)
         return native.synthesis(spectra, batch, length, step, d, n_blocks, self.bias, out=residual)
 

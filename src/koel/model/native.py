@@ -192,6 +192,35 @@ def _check(n: int, step: int, dilation: int, blocks: int) -> None:
         raise ValueError(f"unsupported block DFT: n={n}, step={step}, dilation={dilation}, blocks={blocks}")
 
 
+def _bias(bias: torch.Tensor | None, size: int, padded: int | None = None) -> torch.Tensor | None:
+    """A per-output bias as the kernels read it: contiguous float32 [size], zero-padded to ``padded``."""
+    if bias is None:
+        return None
+    if bias.shape != (size,):
+        raise ValueError(f"bias must be [{size}], got {tuple(bias.shape)}")
+    bias = bias.detach().float().cpu().contiguous()
+    if padded is not None and padded > size:
+        bias = torch.nn.functional.pad(bias, (0, padded - size))
+    return bias
+
+
+def _out(out: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
+    """``out`` if it is a contiguous float32 CPU tensor of ``shape`` (else an error); a new one if None."""
+    if out is None:
+        return torch.empty(shape)
+    if (
+        out.shape != shape
+        or out.dtype != torch.float32
+        or not out.is_contiguous()
+        or out.device.type != "cpu"
+    ):
+        dims = ", ".join(map(str, shape))
+        raise ValueError(
+            f"out must be a contiguous float32 CPU tensor [{dims}], got {out.dtype} {tuple(out.shape)}"
+        )
+    return out
+
+
 def _activation_arrays(
     activation: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], batch: int, channels: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -269,20 +298,9 @@ def synthesis(
     if -(-length // dilation) > blocks * step:
         raise ValueError(f"{blocks} blocks of {step} cannot cover {length} samples at dilation {dilation}")
     spectra = spectra.contiguous()
-    if bias is not None:
-        bias = bias.detach().float().contiguous()
-        if bias.shape != (channels,):
-            raise ValueError(f"bias must be [{channels}], got {tuple(bias.shape)}")
+    bias = _bias(bias, channels)
     accumulate = out is not None
-    if out is None:
-        out = torch.empty(batch, channels, length)
-    elif (
-        out.shape != (batch, channels, length)
-        or out.dtype != torch.float32
-        or not out.is_contiguous()
-        or out.device.type != "cpu"
-    ):
-        raise ValueError(f"out must be a contiguous float32 [{batch}, {channels}, {length}] tensor")
+    out = _out(out, (batch, channels, length))
     rc = lib.koel_dft_synthesis(
         spectra.data_ptr(), int(spectra.dtype == torch.float32), batch, channels, length, dilation, step, n, blocks,
         None if bias is None else bias.data_ptr(), out.data_ptr(), int(accumulate), _threads(),
@@ -356,15 +374,7 @@ def add_bf16(x: torch.Tensor, t: torch.Tensor, out: torch.Tensor | None = None) 
     if x.device.type != "cpu" or t.device.type != "cpu":
         raise ValueError("add_bf16 takes CPU tensors")
     x, t = x.contiguous(), t.contiguous()
-    if out is None:
-        out = torch.empty_like(x)
-    elif (
-        out.shape != x.shape
-        or out.dtype != torch.float32
-        or not out.is_contiguous()
-        or out.device.type != "cpu"
-    ):
-        raise ValueError(f"out must be a contiguous float32 CPU tensor of shape {tuple(x.shape)}")
+    out = _out(out, tuple(x.shape))
     if lib.koel_add_bf16(x.data_ptr(), t.data_ptr(), out.data_ptr(), x.numel(), _threads()) != 0:
         raise RuntimeError("add_bf16 failed")
     return out
@@ -410,10 +420,7 @@ def mix(x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None 
         raise ValueError(f"packed weights do not hold {m} rows: {packed.dtype} {tuple(packed.shape)}")
     x = x.contiguous()
     n = x.shape[2]
-    if out is None:
-        out = torch.empty(groups, m, n)
-    elif out.shape != (groups, m, n) or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous float32 [{groups}, {m}, {n}] tensor")
+    out = _out(out, (groups, m, n))
     if lib.koel_mix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), groups, m, k, n, _threads()) != 0:
         raise RuntimeError(f"channel mixing failed ({groups} x [{m}, {k}] @ [{k}, {n}])")
     return out
@@ -456,15 +463,9 @@ def conv(
     if out_length < 1:
         raise ValueError(f"{length} samples are too short for {taps} taps at dilation {dilation}")
     x = x.contiguous()
-    if bias is not None:
-        bias = bias.detach().float().contiguous()
-        if bias.shape != (c_out,):
-            raise ValueError(f"bias must be [{c_out}], got {tuple(bias.shape)}")
+    bias = _bias(bias, c_out)
     accumulate = out is not None
-    if out is None:
-        out = torch.empty(batch, c_out, out_length)
-    elif out.shape != (batch, c_out, out_length) or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"out must be a contiguous float32 [{batch}, {c_out}, {out_length}] tensor")
+    out = _out(out, (batch, c_out, out_length))
     rc = lib.koel_conv(
         x.data_ptr(), out.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(),
         batch, c_in, length, c_out, taps, dilation, padding, out_length, int(accumulate), _threads(),
@@ -500,10 +501,7 @@ def linear(
         raise ValueError(f"linear takes a float32 CPU tensor [..., {k}], got {x.dtype} {tuple(x.shape)}")
     if width != _STRIP or not 0 < out_features <= strips * width or packed.dtype != torch.float32:
         raise ValueError(f"packed weights {tuple(packed.shape)} do not hold {out_features} outputs")
-    if bias is not None:
-        if bias.shape != (out_features,):
-            raise ValueError(f"bias must be [{out_features}], got {tuple(bias.shape)}")
-        bias = torch.nn.functional.pad(bias.detach().float(), (0, strips * width - out_features))
+    bias = _bias(bias, out_features, padded=strips * width)
     x = x.contiguous()
     n = x.numel() // k
     out = torch.empty(*x.shape[:-1], out_features)
