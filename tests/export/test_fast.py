@@ -18,6 +18,7 @@ from koel.model.fast import (
     FastAdaINResBlock1,
     FastConv1d,
     FastLinear,
+    FastLSTM,
     accelerate,
     adain_snake,
     plan_conv,
@@ -138,6 +139,50 @@ def test_fast_linear_keeps_the_parameters_and_the_result():
     assert x.grad is not None and linear.weight.grad is not None
 
 
+def test_fast_lstm_keeps_the_parameters_and_the_result():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(20, 32, batch_first=True, bidirectional=True)
+    fast = FastLSTM.adopt(lstm)
+    assert fast.weight_hh_l0 is lstm.weight_hh_l0 and set(fast.state_dict()) == set(lstm.state_dict())
+    calls = []
+    kernel = native.lstm
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return kernel(*args, **kwargs)
+
+    with torch.no_grad(), patch("koel.model.fast.native.lstm", spy):
+        for steps in (1, 7, 300):  # the compiled projections, and MKL's past FastLinear.max_rows
+            x = torch.randn(1, steps, 20)
+            out, (h, c) = fast(x)
+            ref, (ref_h, ref_c) = lstm(x)
+            assert _rel(out, ref) < 2e-6 and _rel(h, ref_h) < 2e-6 and _rel(c, ref_c) < 2e-6
+        # a batch, a packed sequence and a given state are nn.LSTM's
+        x = torch.randn(2, 5, 20)
+        assert _rel(fast(x)[0], lstm(x)[0]) < 1e-6
+        packed = nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]), batch_first=True)
+        assert _rel(fast(packed)[0].data, lstm(packed)[0].data) < 1e-6
+        hx = (torch.randn(2, 1, 32), torch.randn(2, 1, 32))
+        assert _rel(fast(x[:1], hx)[0], lstm(x[:1], hx)[0]) < 1e-6
+    assert calls == ([1, 7, 300] if native.mix_available() else [])
+    x = torch.randn(1, 4, 20, requires_grad=True)  # autograd: nn.LSTM's own
+    fast(x)[0].sum().backward()
+    assert x.grad is not None and lstm.weight_hh_l0.grad is not None
+
+
+def test_fast_lstm_takes_only_what_the_kernel_runs():
+    assert FastLSTM.fits(nn.LSTM(8, 16, batch_first=True, bidirectional=True))
+    for lstm in (
+        nn.LSTM(8, 16, batch_first=True),  # one direction
+        nn.LSTM(8, 16, bidirectional=True),  # time first
+        nn.LSTM(8, 16, num_layers=2, batch_first=True, bidirectional=True),
+        nn.LSTM(8, 24, batch_first=True, bidirectional=True),  # not a multiple of 16 units
+    ):
+        assert not FastLSTM.fits(lstm)
+        with pytest.raises(ValueError, match="FastLSTM takes"):
+            FastLSTM.adopt(lstm)
+
+
 def test_block_dft_conv_rejects_unsupported_shapes():
     with pytest.raises(ValueError, match="same"):
         BlockDFTConv1d(nn.Conv1d(4, 4, 5, padding=0), torch.float32, 16)
@@ -180,6 +225,8 @@ def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):
     assert set(after) == set(folded) and len(folded) < len(before)  # weight-norm pairs became weights
     assert all(torch.equal(after[k], folded[k]) for k in folded)
     assert all(isinstance(b, FastAdaINResBlock1) for b in tiny_model.decoder.generator.resblocks)
+    lstms = [m for m in tiny_model.modules() if isinstance(m, nn.LSTM)]
+    assert len(lstms) == 5 and all(isinstance(m, FastLSTM) for m in lstms) == native.mix_available()
     assert accelerate(tiny_model, "fp32") == torch.float32  # idempotent
 
 

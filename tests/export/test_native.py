@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from collections.abc import Iterator
@@ -327,7 +328,7 @@ def test_mix_rejects_mismatched_operands():
         native.mix(torch.randn(2, 4, 3), packed, 13)
     with pytest.raises(ValueError, match="out must be"):
         native.mix(torch.randn(2, 4, 3), packed, 8, out=torch.empty(2, 8, 4))
-    with pytest.raises(ValueError, match="out must be .* CPU"):  # the kernel would write through its pointer
+    with pytest.raises(ValueError, match=r"out must be .* CPU"):  # the kernel would write through its pointer
         native.mix(torch.randn(2, 4, 3), packed, 8, out=torch.empty(2, 8, 3, device="meta"))
     with pytest.raises(ValueError, match="groups, M, K"):
         native.pack_mix_weights(torch.randn(8, 4))
@@ -387,7 +388,7 @@ def test_conv_rejects_what_does_not_fit():
         native.conv(torch.randn(1, 4, 20), packed, 6, 3, bias=torch.zeros(5))
     with pytest.raises(ValueError, match="out must be"):
         native.conv(torch.randn(1, 4, 20), packed, 6, 3, padding=1, out=torch.zeros(1, 6, 19))
-    with pytest.raises(ValueError, match="out must be .* CPU"):
+    with pytest.raises(ValueError, match=r"out must be .* CPU"):
         native.conv(torch.randn(1, 4, 20), packed, 6, 3, padding=1, out=torch.zeros(1, 6, 20, device="meta"))
     with pytest.raises(ValueError, match="float32 CPU tensor"):
         native.conv(torch.randn(4, 20), packed, 6, 3)
@@ -430,3 +431,93 @@ def test_kernel_calls_are_named_operators_in_profiles():
         native.mix(x, packed, 8)
     assert "koel::mix" in {event.key for event in prof.key_averages()}
     assert torch.equal(native.mix(x, packed, 8), native.mix(x, packed, 8))  # and unprofiled, the same
+
+
+def _lstm_reference(lstm: torch.nn.LSTM, x: torch.Tensor, state: torch.Tensor | None):
+    """nn.LSTM in float64 on one sequence x [T, I], from state [2, 2, H] (h, c per direction)."""
+    ref = copy.deepcopy(lstm).double()
+    hx = None if state is None else (state[:, 0, None].double(), state[:, 1, None].double())
+    with torch.no_grad():
+        out, (h, c) = ref(x[None].double(), hx)
+    return out[0], torch.stack([h[:, 0], c[:, 0]], dim=1)
+
+
+def _lstm_projections(lstm: torch.nn.LSTM, x: torch.Tensor) -> torch.Tensor:
+    order = native.lstm_gate_order(lstm.hidden_size)
+    rows = []
+    for suffix in ("", "_reverse"):
+        w = getattr(lstm, f"weight_ih_l0{suffix}")
+        b = getattr(lstm, f"bias_ih_l0{suffix}") + getattr(lstm, f"bias_hh_l0{suffix}")
+        rows.append((x @ w.t() + b)[:, order])
+    return torch.stack(rows, dim=1).detach()
+
+
+@needs_mix
+@pytest.mark.parametrize(
+    ("inputs", "hidden", "steps"), [(5, 16, 1), (40, 32, 9), (640, 256, 47), (512, 256, 150)]
+)
+@pytest.mark.parametrize("initial", [False, True])
+def test_lstm_matches_torch(inputs, hidden, steps, initial):
+    torch.manual_seed(steps + hidden)
+    lstm = torch.nn.LSTM(inputs, hidden, batch_first=True, bidirectional=True)
+    x = torch.randn(steps, inputs)
+    state = torch.randn(2, 2, hidden) if initial else None
+    packed = native.pack_lstm_weights((lstm.weight_hh_l0, lstm.weight_hh_l0_reverse))
+    out, final = native.lstm(_lstm_projections(lstm, x), packed, state)
+    ref_out, ref_final = _lstm_reference(lstm, x, state)
+    assert out.shape == (steps, 2 * hidden) and final.shape == (2, 2, hidden)
+    assert (out.double() - ref_out).abs().max() < 2e-6
+    assert (final.double() - ref_final).abs().max() < 2e-6
+    if state is not None:  # the caller's state is not written
+        assert torch.equal(state, state.clone())
+
+
+@needs_mix
+def test_lstm_saturates_without_overflow():
+    lstm = torch.nn.LSTM(4, 16, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        lstm.weight_ih_l0.mul_(1e4)
+        lstm.weight_ih_l0_reverse.mul_(1e4)
+    x = torch.randn(12, 4)
+    packed = native.pack_lstm_weights((lstm.weight_hh_l0, lstm.weight_hh_l0_reverse))
+    out, _ = native.lstm(_lstm_projections(lstm, x), packed)
+    ref_out, _ = _lstm_reference(lstm, x, None)
+    assert torch.isfinite(out).all() and out.abs().max() <= 1.0
+    # pre-activations of ~1e4 computed in float32 carry ~1e-3 of rounding into the few unsaturated gates
+    assert (out.double() - ref_out).abs().max() < 1e-3
+
+
+@needs_mix
+def test_lstm_does_not_depend_on_the_thread_count():
+    torch.manual_seed(1)
+    lstm = torch.nn.LSTM(24, 32, batch_first=True, bidirectional=True)
+    proj = _lstm_projections(lstm, torch.randn(30, 24))
+    packed = native.pack_lstm_weights((lstm.weight_hh_l0, lstm.weight_hh_l0_reverse))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = native.lstm(proj, packed)
+        torch.set_num_threads(max(2, before))
+        several = native.lstm(proj, packed)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(single[0], several[0]) and torch.equal(single[1], several[1])
+
+
+@needs_mix
+def test_lstm_rejects_what_does_not_fit():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        native.lstm_gate_order(24)
+    with pytest.raises(ValueError, match=r"\[4H, H\]"):
+        native.pack_lstm_weights((torch.randn(64, 20), torch.randn(64, 20)))
+    packed = native.pack_lstm_weights((torch.randn(64, 16), torch.randn(64, 16)))
+    with pytest.raises(ValueError, match="projections"):
+        native.lstm(torch.randn(5, 2, 32), packed)  # gates for 8 units, weights for 16
+    with pytest.raises(ValueError, match="projections"):
+        native.lstm(torch.randn(0, 2, 64), packed)  # no steps
+    with pytest.raises(ValueError, match="projections"):
+        native.lstm(torch.randn(5, 2, 64).double(), packed)
+    with pytest.raises(ValueError, match="state"):
+        native.lstm(torch.randn(5, 2, 64), packed, torch.zeros(2, 16))
+    with pytest.raises(ValueError, match="packed LSTM weights"):
+        native.lstm(torch.randn(5, 2, 64), packed[:1])

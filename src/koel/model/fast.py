@@ -301,6 +301,91 @@ class FastLinear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+class FastLSTM(nn.LSTM):
+    """nn.LSTM (same parameters) whose one-sequence, one-layer bidirectional float32 CPU inference runs
+    in koel's kernel (:func:`koel.model.native.lstm`): the input projections of all steps as one
+    product on weights packed once, then the two directions' recurrences at the same time, one per
+    thread. PyTorch runs the directions one after the other, each step a small product split between
+    the threads. Measured (2-core Zen 3, 256 units): 47 steps 1.3 ms against 4.7 for the recurrence,
+    118 steps 2.3 against 6.9. Everything else (packed sequences, batches, a given initial state,
+    autograd, other devices, ONNX tracing) is nn.LSTM's."""
+
+    packed_ih: torch.Tensor  # [ceil(8H / 16), I, 16]: both directions' W_ih, kernel gate order
+    packed_bias: torch.Tensor  # [8H]: b_ih + b_hh in the same order
+    packed_hh: torch.Tensor  # native.pack_lstm_weights
+    compiled: bool
+
+    @staticmethod
+    def fits(lstm: nn.LSTM) -> bool:
+        """Whether the kernel can run this LSTM (one bidirectional batch-first layer with biases)."""
+        return (
+            type(lstm) is nn.LSTM
+            and lstm.num_layers == 1
+            and lstm.bidirectional
+            and lstm.batch_first
+            and lstm.bias
+            and lstm.proj_size == 0
+            and lstm.hidden_size % 16 == 0
+        )
+
+    @classmethod
+    def adopt(cls, lstm: nn.LSTM) -> FastLSTM:
+        if not cls.fits(lstm):
+            raise ValueError(f"FastLSTM takes one bidirectional batch-first layer with biases, got {lstm}")
+        new = cls.__new__(cls)
+        new.__dict__.update(lstm.__dict__)  # the same parameters, under the same names
+        new._buffers = dict(lstm._buffers)
+        p = {name: w.detach() for name, w in lstm.named_parameters()}
+        order = native.lstm_gate_order(lstm.hidden_size)
+        w_ih = torch.cat([p["weight_ih_l0"][order], p["weight_ih_l0_reverse"][order]])
+        bias = torch.cat(
+            [
+                (p["bias_ih_l0"] + p["bias_hh_l0"])[order],
+                (p["bias_ih_l0_reverse"] + p["bias_hh_l0_reverse"])[order],
+            ]
+        )
+        new.register_buffer("packed_ih", native.pack_linear_weights(w_ih), persistent=False)
+        new.register_buffer("packed_bias", bias.float().contiguous(), persistent=False)
+        packed_hh = native.pack_lstm_weights((p["weight_hh_l0"], p["weight_hh_l0_reverse"]))
+        new.register_buffer("packed_hh", packed_hh, persistent=False)
+        new.compiled = native.mix_available()
+        return new
+
+    def _projections(self, x: torch.Tensor) -> torch.Tensor:
+        """x [T, I] -> [T, 2, 4H]: x W_ih^T + b_ih + b_hh per direction, in the kernel's gate order."""
+        steps, hidden = x.shape[0], self.hidden_size
+        if steps <= FastLinear.max_rows:
+            return native.linear(x, self.packed_ih, 8 * hidden, self.packed_bias).view(steps, 2, 4 * hidden)
+        out = torch.empty(steps, 2, hidden // 16, 4, 16)  # MKL on the original weights, then reordered
+        for d, suffix in enumerate(("", "_reverse")):
+            w, b_ih, b_hh = (
+                getattr(self, f"{name}_l0{suffix}") for name in ("weight_ih", "bias_ih", "bias_hh")
+            )
+            out[:, d] = F.linear(x, w, b_ih + b_hh).view(steps, 4, hidden // 16, 16).transpose(1, 2)
+        return out.view(steps, 2, 4 * hidden)
+
+    def forward(  # type: ignore[override]
+        self,
+        input: torch.Tensor | nn.utils.rnn.PackedSequence,
+        hx: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor | nn.utils.rnn.PackedSequence, tuple[torch.Tensor, torch.Tensor]]:
+        if (
+            self.compiled
+            and hx is None
+            and isinstance(input, torch.Tensor)
+            and input.dim() == 3
+            and input.shape[0] == 1
+            and input.shape[1] > 0
+            and input.device.type == "cpu"
+            and input.dtype == torch.float32
+            and not exporting()
+            and not (torch.is_grad_enabled() and (input.requires_grad or self.weight_hh_l0.requires_grad))
+        ):
+            out, state = native.lstm(self._projections(input[0]), self.packed_hh)
+            return out.unsqueeze(0), (state[:, 0].unsqueeze(1), state[:, 1].unsqueeze(1))
+        return super().forward(input, hx)
+
+
 class BlockDFTConv1d(nn.Module):
     """Overlap-save convolution: DFT -> per-frequency channel mixing -> inverse DFT.
 
@@ -1047,6 +1132,11 @@ def accelerate(
             for name, child in list(module.named_children()):
                 if type(child) is nn.Linear:
                     setattr(module, name, FastLinear.adopt(child))
+    if compiled and model.device.type == "cpu" and native.mix_available():
+        for module in list(model.modules()):  # the text side's LSTMs (float32 whatever ``dtype``)
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.LSTM) and FastLSTM.fits(child):
+                    setattr(module, name, FastLSTM.adopt(child))
     if dtype != torch.float32:
         for i, up in enumerate(gen.ups):
             if not isinstance(up, FastConvTranspose1d):
@@ -1064,6 +1154,7 @@ __all__ = [
     "FastAdainResBlk1d",
     "FastConv1d",
     "FastConvTranspose1d",
+    "FastLSTM",
     "FastLinear",
     "TileStream",
     "accelerate",

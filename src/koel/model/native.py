@@ -126,6 +126,7 @@ def library() -> ctypes.CDLL | None:
     lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
     lib.koel_conv.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 10]
     lib.koel_linear.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 4]
+    lib.koel_lstm.argtypes = [ptr, ptr, c_int, c_int, ptr, ptr, c_int]
     lib.koel_mix_available.argtypes = []
     lib.koel_mix_rows.argtypes = []
     for function in (
@@ -137,6 +138,7 @@ def library() -> ctypes.CDLL | None:
         lib.koel_mix,
         lib.koel_conv,
         lib.koel_linear,
+        lib.koel_lstm,
         lib.koel_mix_available,
         lib.koel_mix_rows,
     ):
@@ -516,6 +518,82 @@ def linear(
     return out
 
 
+_LSTM_UNITS = 16  # blockdft.c's LSTM_UNITS
+
+
+def lstm_gate_order(hidden: int) -> torch.Tensor:
+    """The order in which :func:`lstm` takes one direction's 4 x ``hidden`` gate rows (PyTorch's
+    i, f, g, o blocks): the four gates of 16 hidden units side by side, unit block after unit block.
+    ``rows[lstm_gate_order(h)]`` reorders W_ih, W_hh or a bias."""
+    if hidden < _LSTM_UNITS or hidden % _LSTM_UNITS:
+        raise ValueError(f"the LSTM kernel takes a multiple of {_LSTM_UNITS} hidden units, got {hidden}")
+    return torch.arange(4 * hidden).view(4, hidden // _LSTM_UNITS, _LSTM_UNITS).transpose(0, 1).reshape(-1)
+
+
+def pack_lstm_weights(w_hh: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """The recurrent weights [4H, H] of the forward and backward directions -> float32
+    [2, H / 16, H, 64] as :func:`lstm` reads them (W_hh^T, 16 units' four gates per block)."""
+    packed = []
+    for w in w_hh:
+        if w.dim() != 2 or w.shape[0] != 4 * w.shape[1]:
+            raise ValueError(f"recurrent weights must be [4H, H], got {tuple(w.shape)}")
+        hidden = w.shape[1]
+        rows = w.detach().float().cpu()[lstm_gate_order(hidden)]  # [4H, H], kernel order
+        packed.append(rows.view(hidden // _LSTM_UNITS, 4 * _LSTM_UNITS, hidden).transpose(1, 2))
+    return torch.stack(packed).contiguous()
+
+
+@_profiled
+def lstm(
+    projections: torch.Tensor, packed: torch.Tensor, state: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The recurrence of a one-layer bidirectional LSTM over one sequence, a direction per thread.
+
+    ``projections`` [T, 2, 4H]: x W_ih^T + b_ih + b_hh of each step and direction, gate rows in
+    :func:`lstm_gate_order`; ``packed``: W_hh by :func:`pack_lstm_weights`; ``state`` [2, 2, H]:
+    each direction's initial (h, c), zeros if None. Returns the outputs [T, 2H] (forward, backward
+    halves, as nn.LSTM) and the final state [2, 2, H].
+    """
+    lib = _require()
+    if not lib.koel_mix_available():
+        raise RuntimeError("koel's compiled LSTM needs a CPU with AVX2 and FMA")
+    if (
+        packed.dim() != 4
+        or packed.shape[0] != 2
+        or packed.dtype != torch.float32
+        or not packed.is_contiguous()
+    ):
+        raise ValueError(f"packed LSTM weights must be [2, H / 16, H, 64] float32, got {tuple(packed.shape)}")
+    hidden = packed.shape[2]
+    if packed.shape[1:] != (hidden // _LSTM_UNITS, hidden, 4 * _LSTM_UNITS) or hidden % _LSTM_UNITS:
+        raise ValueError(f"packed LSTM weights must be [2, H / 16, H, 64], got {tuple(packed.shape)}")
+    if (
+        projections.dim() != 3
+        or projections.shape[1:] != (2, 4 * hidden)
+        or projections.shape[0] < 1
+        or projections.dtype != torch.float32
+        or projections.device.type != "cpu"
+    ):
+        raise ValueError(
+            f"LSTM projections must be float32 CPU [T, 2, {4 * hidden}], got {projections.dtype} "
+            f"{tuple(projections.shape)}"
+        )
+    projections = projections.contiguous()
+    if state is None:
+        state = torch.zeros(2, 2, hidden)
+    elif state.shape != (2, 2, hidden):
+        raise ValueError(f"LSTM state must be [2, 2, {hidden}], got {tuple(state.shape)}")
+    else:
+        state = state.detach().float().cpu().contiguous().clone()
+    steps = projections.shape[0]
+    out = torch.empty(steps, 2 * hidden)
+    rc = lib.koel_lstm(projections.data_ptr(), packed.data_ptr(), steps, hidden, out.data_ptr(), state.data_ptr(),
+                       _threads())  # fmt: skip
+    if rc != 0:
+        raise RuntimeError(f"LSTM recurrence failed ({steps} steps, {hidden} units)")
+    return out, state
+
+
 __all__ = [
     "BLOCK_SIZES",
     "SOURCE",
@@ -525,10 +603,13 @@ __all__ = [
     "conv",
     "library",
     "linear",
+    "lstm",
+    "lstm_gate_order",
     "mix",
     "mix_available",
     "pack_conv_weights",
     "pack_linear_weights",
+    "pack_lstm_weights",
     "pack_mix_weights",
     "row_stats",
     "snake",
