@@ -10,7 +10,9 @@
            long), with its log-mel correlation to the untiled audio
 * ttfa     time to first audio of a 200-word paragraph, text in -> first audio out through the
            library: Pipeline.stream (first chunk whole) and Pipeline.pieces (what `koel say --stream`
-           uses: first chunk's generator in growing tiles), for first-chunk limits 100 (default), 50
+           uses: first chunk's generator in growing tiles), for first-chunk limits 100 (default), 50;
+           for pieces also the stalls: how long a player starting on the first piece would wait
+           for later ones over the whole paragraph (goal: 0)
 * memory   peak RSS (VmHWM, each process on its own) of `koel say` (one sentence) with the default
            and the reference engine, and RSS of `koel serve` at rest
 * batch    sentences per second for a 100-sentence job: one call per sentence vs padded batches
@@ -215,17 +217,32 @@ def section_quality(
             )
 
 
+def playback_stalls(arrivals: list[float], durations: list[float]) -> float:
+    """Seconds a player that starts on the first piece would wait for later ones: piece k arrives at
+    ``arrivals[k]`` (from the same clock) and plays for ``durations[k]``."""
+    stalls, end = 0.0, arrivals[0]
+    for arrival, duration in zip(arrivals, durations, strict=True):
+        stalls += max(0.0, arrival - end)
+        end = max(end, arrival) + duration
+    return stalls
+
+
 def section_ttfa(systems: Systems, limits: list[int], first_frames: int, repeats: int = 5) -> None:
     """Text in -> first audio out through the library: ``Pipeline.stream`` (first chunk whole) and
-    ``Pipeline.pieces`` (first chunk's generator in growing time tiles), front end included."""
+    ``Pipeline.pieces`` (first chunk's generator in growing time tiles), front end included. For
+    ``pieces``, also how long a player starting on the first piece would then wait for later ones over
+    the whole paragraph (0: every piece is ready before the one before it has played)."""
     from koel.pipeline import Pipeline, SynthesisOptions
 
     print(
         f"\n## Time to first audio: {len(PARAGRAPH.split())}-word paragraph, text in -> first audio out "
         f"(front end included; pieces: first tile {first_frames / 80:.2f} s), "
-        f"median of {repeats}"
+        f"median of {repeats}; stalls: worst run"
     )
-    print(f"{'engine':8s} {'first chunk <=':>14s} {'path':>7s} {'audio s':>8s} {'TTFA s':>7s}  first chunk")
+    print(
+        f"{'engine':8s} {'first chunk <=':>14s} {'path':>7s} {'audio s':>8s} {'TTFA s':>7s} {'stalls s':>8s}"
+        "  first chunk"
+    )
     for name, engine in systems.engines.items():
         for limit in limits:
             pipe = Pipeline(
@@ -233,21 +250,27 @@ def section_ttfa(systems: Systems, limits: list[int], first_frames: int, repeats
             )
             pipe.synthesize("Warm up the front end and the engine.")
             for path in ("stream", "pieces"):
-                times, seconds, text = [], 0.0, ""
+                times, stalls, seconds, text = [], [], 0.0, ""
                 for _ in range(repeats):
                     t0 = time.perf_counter()
                     if path == "stream":
                         first = next(iter(pipe.stream(PARAGRAPH)))
                         times.append(time.perf_counter() - t0)
                         seconds, text = len(first.audio) / SR, first.text
-                    else:
-                        pieces = pipe.pieces(PARAGRAPH, first_tile_frames=first_frames)
-                        audio = next(pieces).audio
-                        times.append(time.perf_counter() - t0)
-                        chunk = next(p.chunk for p in pieces if p.chunk is not None)  # untimed: the rest
-                        seconds, text = len(audio) / SR, chunk.text
+                        continue
+                    arrivals, durations, chunk = [], [], None
+                    for piece in pipe.pieces(PARAGRAPH, first_tile_frames=first_frames):
+                        if len(piece.audio):
+                            arrivals.append(time.perf_counter() - t0)
+                            durations.append(len(piece.audio) / SR)
+                        chunk = chunk or piece.chunk
+                    times.append(arrivals[0])
+                    stalls.append(playback_stalls(arrivals, durations))
+                    seconds, text = durations[0], chunk.text if chunk else ""
+                stall = f"{max(stalls):8.3f}" if stalls else f"{'':8s}"
                 print(
-                    f"{name:8s} {limit:14d} {path:>7s} {seconds:8.2f} {statistics.median(times):7.3f}  {text[:50]!r}"
+                    f"{name:8s} {limit:14d} {path:>7s} {seconds:8.2f} {statistics.median(times):7.3f} {stall}"
+                    f"  {text[:50]!r}"
                 )
 
 

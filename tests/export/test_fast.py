@@ -107,12 +107,14 @@ def test_packed_mixing_weights_serve_the_traced_graph_too():
 
 
 @pytest.mark.parametrize("dilation", [1, 3])
-def test_fast_conv_in_the_compiled_kernel_equals_conv1d(dilation):
+@pytest.mark.parametrize("channels", [12, FastConv1d.WINOGRAD_MIN_CHANNELS])  # direct, Winograd
+def test_fast_conv_in_the_compiled_kernel_equals_conv1d(dilation, channels):
     torch.manual_seed(dilation)
-    conv = nn.Conv1d(12, 10, 3, dilation=dilation, padding=dilation)
+    conv = nn.Conv1d(channels, 10, 3, dilation=dilation, padding=dilation)
     fast = FastConv1d(conv, torch.float32)
     assert fast.packed == native.mix_available()
-    x = torch.randn(2, 12, 301)
+    assert fast.winograd == (fast.packed and channels >= FastConv1d.WINOGRAD_MIN_CHANNELS)
+    x = torch.randn(2, channels, 301)
     with torch.no_grad():
         ref = conv(x)
         assert _rel(fast(x), ref) < 2e-6

@@ -521,3 +521,61 @@ def test_lstm_rejects_what_does_not_fit():
         native.lstm(torch.randn(5, 2, 64), packed, torch.zeros(2, 16))
     with pytest.raises(ValueError, match="packed LSTM weights"):
         native.lstm(torch.randn(5, 2, 64), packed[:1])
+
+
+@needs_mix
+@pytest.mark.parametrize(
+    ("batch", "c_in", "c_out", "length", "dilation"),
+    [
+        (1, 1, 1, 1, 1),
+        (2, 3, 7, 13, 1),  # partial lane groups and a partial last tile
+        (1, 8, 6, 50, 3),  # polyphase
+        (1, 8, 6, 2, 5),  # shorter than the dilation: empty phases
+        (2, 20, 17, 133, 5),
+        (1, 300, 40, 64, 1),  # whole groups of 8 tiles, the contiguous path, K sliced
+    ],
+)
+def test_winograd_conv_matches_conv1d(batch, c_in, c_out, length, dilation):
+    torch.manual_seed(length + c_in)
+    x, w, b = torch.randn(batch, c_in, length), torch.randn(c_out, c_in, 3), torch.randn(c_out)
+    packed = native.pack_winograd_weights(w)
+    assert torch.allclose(native.unpack_winograd_weights(packed, c_out), w, atol=1e-6)
+    expected = F.conv1d(x.double(), w.double(), b.double(), padding=dilation, dilation=dilation)
+    assert _rel(native.winograd_conv(x, packed, c_out, dilation, b), expected) < 2e-6
+    no_bias = expected - b.double()[:, None]
+    assert _rel(native.winograd_conv(x, packed, c_out, dilation), no_bias) < 2e-6
+    residual = torch.randn(batch, c_out, length)
+    added = native.winograd_conv(x, packed, c_out, dilation, b, out=residual.clone())
+    assert _rel(added, expected + residual.double()) < 2e-6
+
+
+@needs_mix
+def test_winograd_conv_does_not_depend_on_the_thread_count():
+    torch.manual_seed(2)
+    x, packed = torch.randn(1, 16, 777), native.pack_winograd_weights(torch.randn(9, 16, 3))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = native.winograd_conv(x, packed, 9, 3)
+        torch.set_num_threads(max(2, before))
+        several = native.winograd_conv(x, packed, 9, 3)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(single, several)
+
+
+@needs_mix
+def test_winograd_conv_rejects_what_does_not_fit():
+    packed = native.pack_winograd_weights(torch.randn(6, 4, 3))
+    with pytest.raises(ValueError, match=r"\[C_out, C_in, 3\]"):
+        native.pack_winograd_weights(torch.randn(6, 4, 5))
+    with pytest.raises(ValueError, match="do not fit 5 input channels"):
+        native.winograd_conv(torch.randn(1, 5, 20), packed, 6)
+    with pytest.raises(ValueError, match="float32 CPU tensor"):
+        native.winograd_conv(torch.randn(1, 4, 20).double(), packed, 6)
+    with pytest.raises(ValueError, match="bias"):
+        native.winograd_conv(torch.randn(1, 4, 20), packed, 6, bias=torch.zeros(5))
+    with pytest.raises(ValueError, match="out must be"):
+        native.winograd_conv(torch.randn(1, 4, 20), packed, 6, out=torch.zeros(1, 6, 19))
+    with pytest.raises(ValueError, match="unsupported Winograd"):
+        native.winograd_conv(torch.randn(1, 4, 20), packed, 6, dilation=0)

@@ -579,6 +579,108 @@ int koel_snake(const void *x, int x_bf16, int batch, int channels, int length, c
     return 0;
 }
 
+/* ---- Winograd F(4, 3) transforms for the 3-tap convolutions ------------------------------------
+ * A 3-tap 'same' convolution (padding = dilation) computes 4 outputs of a tile of 6 inputs as
+ * Y = A^T [(G g) . (B^T d)]: 6 products per channel pair instead of 12, so the channel mixing, done
+ * by koel_mix as one product per transform point ([6][C_out][C_in] weights G g, packed once), costs
+ * half the direct convolution's. Dilation d runs polyphase as in the DFT transforms: phase r is the
+ * undilated signal p[t] = x[r + d t]. Tile j of a phase reads p[4j - 1 .. 4j + 4] (zero outside) and
+ * gives outputs p-positions 4j .. 4j + 3; columns are ordered (batch item, phase, tile) like the
+ * spectra's. The transforms run on 8 tiles at a time, one per lane. */
+typedef float v8 __attribute__((vector_size(32)));
+#define WINO_TILES 8
+
+/* x [batch][channels][length] -> v [6][channels][batch * dilation * tiles] (B^T d per tile). */
+int koel_wino_in(const float *x, int batch, int channels, int length, int dilation, int tiles, float *v,
+                 int threads) {
+    if (batch < 1 || channels < 1 || length < 1 || dilation < 1 || tiles < 1 || threads < 1) return 1;
+    const int64_t cols = (int64_t)batch * dilation * tiles, plane = (int64_t)channels * cols;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int bc = 0; bc < batch * channels; bc++) {
+        const int b = bc / channels, c = bc % channels;
+        const float *row = x + (int64_t)bc * length;
+        for (int r = 0; r < dilation; r++) {
+            float *dst = v + (int64_t)c * cols + ((int64_t)b * dilation + r) * tiles;
+            for (int j0 = 0; j0 < tiles; j0 += WINO_TILES) {
+                const int n = tiles - j0 < WINO_TILES ? tiles - j0 : WINO_TILES;
+                float s[4 * WINO_TILES + 2]; /* s[k] = p[4 j0 - 1 + k] */
+                const int64_t t0 = 4 * (int64_t)j0 - 1;
+                if (dilation == 1 && t0 >= 0 && t0 + 4 * WINO_TILES + 2 <= length) {
+                    memcpy(s, row + t0, sizeof s);
+                } else {
+                    for (int k = 0; k < 4 * WINO_TILES + 2; k++) {
+                        const int64_t t = t0 + k, at = r + (int64_t)dilation * t;
+                        s[k] = t >= 0 && at < length ? row[at] : 0.0f;
+                    }
+                }
+                v8 d[6];
+                for (int q = 0; q < 6; q++)
+                    for (int l = 0; l < WINO_TILES; l++) d[q][l] = s[4 * l + q];
+                v8 w[6];
+                w[0] = 4.0f * d[0] - 5.0f * d[2] + d[4];
+                w[1] = d[3] + d[4] - 4.0f * (d[1] + d[2]);
+                w[2] = d[4] - d[3] + 4.0f * (d[1] - d[2]);
+                w[3] = d[4] - d[2] + 2.0f * (d[3] - d[1]);
+                w[4] = d[4] - d[2] + 2.0f * (d[1] - d[3]);
+                w[5] = 4.0f * d[1] - 5.0f * d[3] + d[5];
+                for (int i = 0; i < 6; i++) {
+                    if (n == WINO_TILES)
+                        memcpy(dst + i * plane + j0, &w[i], sizeof w[i]);
+                    else
+                        memcpy(dst + i * plane + j0, &w[i], (size_t)n * sizeof(float));
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* m [6][channels][batch * dilation * tiles] (the mixed transforms) -> out [batch][channels][length]
+ * float32, A^T m per tile plus bias [channels] (or NULL), written (accumulate = 0) or added to. */
+int koel_wino_out(const float *m, int batch, int channels, int length, int dilation, int tiles, const float *bias,
+                  float *out, int accumulate, int threads) {
+    if (batch < 1 || channels < 1 || length < 1 || dilation < 1 || tiles < 1 || threads < 1) return 1;
+    const int64_t cols = (int64_t)batch * dilation * tiles, plane = (int64_t)channels * cols;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (int bc = 0; bc < batch * channels; bc++) {
+        const int b = bc / channels, c = bc % channels;
+        float *row = out + (int64_t)bc * length;
+        const float shift = bias ? bias[c] : 0.0f;
+        for (int r = 0; r < dilation; r++) {
+            const float *src = m + (int64_t)c * cols + ((int64_t)b * dilation + r) * tiles;
+            for (int j0 = 0; j0 < tiles; j0 += WINO_TILES) {
+                const int n = tiles - j0 < WINO_TILES ? tiles - j0 : WINO_TILES;
+                v8 a[6] = {{0}};
+                for (int i = 0; i < 6; i++) memcpy(&a[i], src + i * plane + j0, (size_t)n * sizeof(float));
+                const v8 p = a[1] + a[2], q = a[1] - a[2], u = a[3] + a[4], w = a[3] - a[4];
+                v8 y[4];
+                y[0] = a[0] + p + u + shift;
+                y[1] = q + 2.0f * w + shift;
+                y[2] = p + 4.0f * u + shift;
+                y[3] = q + 8.0f * w + a[5] + shift;
+                float o[4 * WINO_TILES]; /* outputs p-positions 4 j0 .. in order */
+                for (int l = 0; l < WINO_TILES; l++)
+                    for (int k = 0; k < 4; k++) o[4 * l + k] = y[k][l];
+                const int64_t t0 = 4 * (int64_t)j0;
+                if (dilation == 1 && n == WINO_TILES && t0 + 4 * WINO_TILES <= length) {
+                    float *at = row + t0;
+                    if (accumulate)
+                        for (int k = 0; k < 4 * WINO_TILES; k++) at[k] += o[k];
+                    else
+                        memcpy(at, o, sizeof o);
+                } else {
+                    for (int k = 0; k < 4 * n; k++) {
+                        const int64_t at = r + (int64_t)dilation * (t0 + k);
+                        if (at >= length) break;
+                        row[at] = accumulate ? row[at] + o[k] : o[k];
+                    }
+                }
+            }
+        }
+    }
+    return 0;
+}
+
 /* ---- Channel mixing and direct convolutions, float32 ------------------------------------------
  * The per-bin products of BlockDFTConv1d: y[g] = W[g] x[g] for each of `groups` bins (or bin pairs),
  * W [M][K], x [K][N], y [M][N]. N (blocks) is small for short utterances and for the first tiles of a

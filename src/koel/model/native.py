@@ -127,6 +127,8 @@ def library() -> ctypes.CDLL | None:
     lib.koel_conv.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 10]
     lib.koel_linear.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 4]
     lib.koel_lstm.argtypes = [ptr, ptr, c_int, c_int, ptr, ptr, c_int]
+    lib.koel_wino_in.argtypes = [ptr, *[c_int] * 5, ptr, c_int]
+    lib.koel_wino_out.argtypes = [ptr, *[c_int] * 5, ptr, ptr, c_int, c_int]
     lib.koel_mix_available.argtypes = []
     lib.koel_mix_rows.argtypes = []
     for function in (
@@ -139,6 +141,8 @@ def library() -> ctypes.CDLL | None:
         lib.koel_conv,
         lib.koel_linear,
         lib.koel_lstm,
+        lib.koel_wino_in,
+        lib.koel_wino_out,
         lib.koel_mix_available,
         lib.koel_mix_rows,
     ):
@@ -594,6 +598,77 @@ def lstm(
     return out, state
 
 
+# Winograd F(4, 3): U = G g for each 3-tap kernel g (blockdft.c has B^T and A^T)
+_WINOGRAD_G = torch.tensor(
+    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6], [1 / 24, 1 / 12, 1 / 6],
+     [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]],
+    dtype=torch.float64,
+)  # fmt: skip
+
+
+def pack_winograd_weights(w: torch.Tensor) -> torch.Tensor:
+    """3-tap Conv1d weights [C_out, C_in, 3] -> their 6 Winograd F(4, 3) transforms G g, packed as
+    :func:`pack_mix_weights` packs [6, C_out, C_in] (computed in float64)."""
+    if w.dim() != 3 or w.shape[2] != 3:
+        raise ValueError(f"Winograd weights must be [C_out, C_in, 3], got {tuple(w.shape)}")
+    return pack_mix_weights(torch.einsum("pk,oik->poi", _WINOGRAD_G, w.detach().double().cpu()))
+
+
+def unpack_winograd_weights(packed: torch.Tensor, c_out: int) -> torch.Tensor:
+    """The 3-tap weights [C_out, C_in, 3] behind :func:`pack_winograd_weights`' packing (float32).
+
+    G's rows 0 and 5 are g[0] / 4 and g[2]; row 1 is -(g[0] + g[1] + g[2]) / 6."""
+    u = unpack_mix_weights(packed, c_out).double()  # [6, C_out, C_in]
+    first, last = 4 * u[0], u[5]
+    middle = -6 * u[1] - first - last
+    return torch.stack([first, middle, last], dim=2).float()
+
+
+@_profiled
+def winograd_conv(
+    x: torch.Tensor,
+    packed: torch.Tensor,
+    c_out: int,
+    dilation: int = 1,
+    bias: torch.Tensor | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The 3-tap 'same' Conv1d (padding = dilation, stride 1) of x [B, C_in, L] (float32, CPU) with
+    weights packed by :func:`pack_winograd_weights`, as Winograd F(4, 3): transform tiles of 6
+    samples, one channel product per transform point (:func:`mix`, half the direct convolution's
+    multiply-adds), transform back. [B, c_out, L] float32, added into ``out`` when given."""
+    lib = _require()
+    if not lib.koel_mix_available():
+        raise RuntimeError("koel's Winograd convolution needs a CPU with AVX2 and FMA")
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3:
+        raise ValueError(
+            f"winograd_conv takes a float32 CPU tensor [B, C, L], got {x.dtype} {tuple(x.shape)}"
+        )
+    batch, c_in, length = x.shape
+    if packed.dim() != 4 or packed.shape[0] != 6 or packed.shape[2] != c_in:
+        raise ValueError(f"packed Winograd weights {tuple(packed.shape)} do not fit {c_in} input channels")
+    if dilation < 1 or length < 1 or batch < 1:
+        raise ValueError(f"unsupported Winograd convolution: dilation={dilation}, input {tuple(x.shape)}")
+    x = x.contiguous()
+    bias = _bias(bias, c_out)
+    accumulate = out is not None
+    out = _out(out, (batch, c_out, length))
+    tiles = -(-((length + dilation - 1) // dilation) // 4)
+    transformed = torch.empty(6, c_in, batch * dilation * tiles)
+    if lib.koel_wino_in(
+        x.data_ptr(), batch, c_in, length, dilation, tiles, transformed.data_ptr(), _threads()
+    ):
+        raise RuntimeError("Winograd input transform failed")
+    mixed = mix(transformed, packed, c_out)
+    rc = lib.koel_wino_out(
+        mixed.data_ptr(), batch, c_out, length, dilation, tiles, None if bias is None else bias.data_ptr(),
+        out.data_ptr(), int(accumulate), _threads(),
+    )  # fmt: skip
+    if rc != 0:
+        raise RuntimeError("Winograd output transform failed")
+    return out
+
+
 __all__ = [
     "BLOCK_SIZES",
     "SOURCE",
@@ -611,9 +686,12 @@ __all__ = [
     "pack_linear_weights",
     "pack_lstm_weights",
     "pack_mix_weights",
+    "pack_winograd_weights",
     "row_stats",
     "snake",
     "spectrum_rows",
     "synthesis",
     "unpack_mix_weights",
+    "unpack_winograd_weights",
+    "winograd_conv",
 ]
