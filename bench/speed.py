@@ -6,8 +6,8 @@
            sentence (interleaved), wall and CPU time; ratio koel / export (goal: <= 0.5)
 * quality  WER (Whisper base) and DNSMOS (speechmos) of that same audio (bars: WER <= export + 1
            point, DNSMOS >= export - 0.05), and of the same sentences with the generator in growing
-           time tiles as Pipeline.pieces makes them (first tile --first-frames, each next twice as
-           long), with its log-mel correlation to the untiled audio
+           time tiles as Pipeline.pieces makes them (first tile --first-frames, each next
+           koel.pipeline.TILE_GROWTH times longer), with its log-mel correlation to the untiled audio
 * ttfa     time to first audio of a 200-word paragraph, text in -> first audio out through the
            library: Pipeline.stream (first chunk whole) and Pipeline.pieces (what `koel say --stream`
            uses: first chunk's generator in growing tiles), for first-chunk limits 100 (default), 50;
@@ -276,11 +276,12 @@ def section_ttfa(systems: Systems, limits: list[int], first_frames: int, repeats
 
 def tiled_audio(engine: object, inputs: list, first_frames: int) -> list[np.ndarray]:
     from koel.backends.base import EngineRequest
+    from koel.pipeline import TILE_GROWTH
 
     out = []
     for ids, style in inputs:
         request = EngineRequest(tuple(ids), style, 1.0)
-        _, pieces = engine.stream(request, first_frames=first_frames, growth=2.0)  # type: ignore[attr-defined]
+        _, pieces = engine.stream(request, first_frames=first_frames, growth=TILE_GROWTH)  # type: ignore[attr-defined]
         out.append(np.concatenate(list(pieces)))
     return out
 

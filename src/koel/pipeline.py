@@ -25,9 +25,9 @@ log = logging.getLogger(__name__)
 class SynthesisOptions:
     """Per-call settings. Pauses are seconds of silence appended after a chunk.
 
-    ``first_chunk_phonemes`` caps the first chunk (it sets the time to first audio: the first chunk
-    is synthesised whole before anything plays); later chunks use the front end's limit (510).
-    0 turns the cap off.
+    ``first_chunk_phonemes`` caps the first chunk (it sets the time to first audio: the first chunk's
+    text side runs whole before anything plays); each later chunk's cap is twice the one before, up
+    to the front end's limit (510). 0 turns the caps off.
     """
 
     speed: float = 1.0
@@ -78,6 +78,10 @@ class Utterance:
 #: First generator tile of :meth:`Pipeline.pieces` (80 frames per second of audio): 0.5 s. A 0.3 s
 #: tile comes 10 ms sooner but its AdaIN statistics are too short: DNSMOS -0.07 (bench/speed.py).
 FIRST_TILE_FRAMES = 40
+#: Each next tile of :meth:`Pipeline.pieces`' first chunk is this much longer than the one before.
+#: With 2, the second tile (80 frames and its margins) came 50 ms before the first had played on the
+#: 2-core bench machine, and late on a slow run; with 1.5, 130 ms early (bench/speed.py, ttfa stalls).
+TILE_GROWTH = 1.5
 
 #: Kokoro's audio runs ahead of its duration alignment: the sound of a token starts about three
 #: frames (75 ms) before the frames the duration predictor gives it. hexgrad's own pipeline shifts
@@ -146,6 +150,17 @@ def word_timestamps(
             WordTimestamp(w.text, offset + float(start), offset + float(end), w.char_start, w.char_end)
         )
     return words
+
+
+def _shifted(chunk: PhonemeChunk, cut: int, index: int) -> PhonemeChunk:
+    """``chunk`` of ``text[cut:]`` as a chunk of ``text``: word spans moved by ``cut``, numbered ``index``."""
+    if not cut:
+        return chunk if chunk.index == index else replace(chunk, index=index)
+    words = tuple(
+        replace(w, char_start=w.char_start + cut, char_end=w.char_end + cut) if w.char_start >= 0 else w
+        for w in chunk.words
+    )
+    return replace(chunk, words=words, index=index)
 
 
 class _Lookahead:
@@ -262,33 +277,33 @@ class Pipeline:
         chunk_phonemes: int = MAX_PHONEMES,
     ) -> Iterator[PhonemeChunk]:
         """The front end's chunks: the first at most ``first_chunk_phonemes`` (0: no separate limit),
-        the rest at most ``chunk_phonemes``. Limits apply to front ends whose ``chunks`` takes
-        ``max_phonemes`` (koel's own); word spans always point into ``text``."""
+        each next one at most twice the limit of the one before, up to ``chunk_phonemes``. Limits
+        apply to front ends whose ``chunks`` takes ``max_phonemes`` (koel's own); word spans always
+        point into ``text``.
+
+        The limits ramp up because a chunk's text side and decoder run whole before its first audio:
+        after a 3 s first chunk, a second chunk of 510 phonemes (25 s of speech) kept a streaming
+        listener waiting 0.5 s for it on the 2-core bench machine (bench/speed.py, ttfa stalls)."""
         frontend = self.frontend(lang)
         if not _sized(frontend):
             yield from frontend.chunks(text, raw_phonemes=raw_phonemes)
             return
-        if not first_chunk_phonemes or first_chunk_phonemes == chunk_phonemes:
-            yield from frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=chunk_phonemes)
-            return
-        head = iter(frontend.chunks(text, raw_phonemes=raw_phonemes, max_phonemes=first_chunk_phonemes))
-        first = next(head, None)
-        if first is None:
-            return
-        yield first
-        cut = max((w.char_end for w in first.words if w.char_end >= 0), default=-1)
-        if cut < 0:  # offsets unknown: keep the first chunking
-            yield from head
-            return
+        limit, cut, index = first_chunk_phonemes or chunk_phonemes, 0, 0
+        while limit < chunk_phonemes:
+            head = iter(frontend.chunks(text[cut:], raw_phonemes=raw_phonemes, max_phonemes=limit))
+            chunk = next(head, None)
+            if chunk is None:
+                return
+            yield _shifted(chunk, cut, index)
+            end = max((w.char_end for w in chunk.words if w.char_end >= 0), default=-1)
+            if end < 0:  # offsets unknown: keep this chunking for the rest
+                for i, later in enumerate(head, start=index + 1):
+                    yield _shifted(later, cut, i)
+                return
+            cut, index, limit = cut + end, index + 1, min(chunk_phonemes, 2 * limit)
         rest = frontend.chunks(text[cut:], raw_phonemes=raw_phonemes, max_phonemes=chunk_phonemes)
-        for i, chunk in enumerate(rest, start=1):
-            words = tuple(
-                replace(w, char_start=w.char_start + cut, char_end=w.char_end + cut)
-                if w.char_start >= 0
-                else w
-                for w in chunk.words
-            )
-            yield replace(chunk, words=words, index=i)
+        for i, later in enumerate(rest, start=index):
+            yield _shifted(later, cut, i)
 
     def _request(self, chunk: PhonemeChunk, voice: Voice, speed: float) -> EngineRequest:
         """The engine's input for ``chunk``; every chunk after the first is marked long-form."""
@@ -372,7 +387,7 @@ class Pipeline:
         raw_phonemes: bool = False,
         options: SynthesisOptions | None = None,
         first_tile_frames: int = FIRST_TILE_FRAMES,
-        tile_growth: float = 2.0,
+        tile_growth: float = TILE_GROWTH,
     ) -> Iterator[AudioPiece]:
         """Yield audio as soon as it is made: the lowest-latency way to play or pipe speech.
 

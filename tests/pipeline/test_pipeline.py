@@ -156,6 +156,10 @@ def test_short_first_chunk_then_normal_chunks():
         ).stream(text)
     )
     assert len(capped[0].phonemes) <= 100 < len(uncapped[0].phonemes)
+    # the caps ramp up: 100, 200, 400, then the front end's 510
+    limits = [min(510, 100 * 2**k) for k in range(len(capped))]
+    assert all(len(c.phonemes) <= limit for c, limit in zip(capped, limits, strict=True))
+    assert any(len(c.phonemes) > 100 for c in capped[1:3]) and len(capped) > len(uncapped)
     assert [c.index for c in capped] == list(range(len(capped)))
     words = [w for c in capped for w in c.words]
     assert [w.word for w in words] == [w.word for c in uncapped for w in c.words]

@@ -96,7 +96,8 @@ class _RequestPipeline(Pipeline):
     G2P back ends (espeak-ng above all) are not thread-safe, so every step of the front end runs
     under one lock; the model, which is where the time goes, runs unlocked in the scheduler.
     With koel's front end, chunks are kept short for streaming: the first at most
-    ``first_chunk_phonemes`` (it sets the time to first audio), the rest ``chunk_phonemes``.
+    ``first_chunk_phonemes`` (it sets the time to first audio), each next one at most twice the one
+    before, up to ``chunk_phonemes``.
     """
 
     def __init__(
