@@ -579,3 +579,56 @@ def test_winograd_conv_rejects_what_does_not_fit():
         native.winograd_conv(torch.randn(1, 4, 20), packed, 6, out=torch.zeros(1, 6, 19))
     with pytest.raises(ValueError, match="unsupported Winograd"):
         native.winograd_conv(torch.randn(1, 4, 20), packed, 6, dilation=0)
+
+
+@needs_mix
+@pytest.mark.parametrize(
+    ("groups", "m", "k", "n"),
+    [(1, 1, 1, 1), (2, 7, 5, 3), (3, 12, 24, 16), (15, 13, 300, 70), (2, 20, 40, 400)],
+)
+def test_complex_mix_is_the_complex_product(groups, m, k, n):
+    torch.manual_seed(m * n)
+    a, b = torch.randn(groups, m, k), torch.randn(groups, m, k)
+    x = torch.randn(groups, 2, k, n)
+    packed = native.pack_complex_mix_weights(a, b)
+    unpacked = native.unpack_complex_mix_weights(packed, m)
+    assert torch.allclose(unpacked[0], a) and torch.allclose(unpacked[1], b, atol=1e-6)
+    expected = torch.complex(a.double(), b.double()) @ torch.complex(x[:, 0].double(), x[:, 1].double())
+    out = native.complex_mix(x, packed, m)
+    assert out.shape == (groups, 2, m, n)
+    assert _rel(out[:, 0], expected.real) < 1e-6 and _rel(out[:, 1], expected.imag) < 1e-6
+    into = torch.full((groups, 2, m, n), float("nan"))
+    assert native.complex_mix(x, packed, m, out=into) is into and torch.equal(into, out)
+
+
+@needs_mix
+def test_complex_mix_does_not_depend_on_the_thread_count():
+    torch.manual_seed(4)
+    packed = native.pack_complex_mix_weights(torch.randn(3, 20, 30), torch.randn(3, 20, 30))
+    x = torch.randn(3, 2, 30, 45)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = native.complex_mix(x, packed, 20)
+        torch.set_num_threads(max(2, before))
+        several = native.complex_mix(x, packed, 20)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(single, several)
+
+
+@needs_mix
+def test_complex_mix_rejects_mismatched_operands():
+    packed = native.pack_complex_mix_weights(torch.randn(2, 8, 4), torch.randn(2, 8, 4))
+    with pytest.raises(ValueError, match="two \\[groups, M, K\\]"):
+        native.pack_complex_mix_weights(torch.randn(2, 8, 4), torch.randn(2, 8, 5))
+    with pytest.raises(ValueError, match="float32 CPU x"):
+        native.complex_mix(torch.randn(2, 2, 5, 3), packed, 8)  # K does not match
+    with pytest.raises(ValueError, match="float32 CPU x"):
+        native.complex_mix(torch.randn(2, 4, 3), packed, 8)  # not split in real and imaginary
+    with pytest.raises(ValueError, match="do not hold 13 rows"):
+        native.complex_mix(torch.randn(2, 2, 4, 3), packed, 13)
+    with pytest.raises(ValueError, match="out must be"):
+        native.complex_mix(torch.randn(2, 2, 4, 3), packed, 8, out=torch.empty(2, 2, 8, 4))
+    with pytest.raises(ValueError, match="packed complex weights"):
+        native.complex_mix(torch.randn(2, 2, 4, 3), packed[:, :2], 8)

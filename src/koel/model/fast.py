@@ -426,7 +426,9 @@ class BlockDFTConv1d(nn.Module):
     matrix products per call (any device and dtype). In float32 the per-bin channel products run in
     the same kernel too, on weights packed once (:func:`koel.model.native.mix`), where a general GEMM
     would repack 8-16 MB of weights on every call: the products of a 3 s utterance took 0.79x
-    torch.bmm's time, of a 0.7 s first stream tile 0.63x (2-core Zen 3).
+    torch.bmm's time, of a 0.7 s first stream tile 0.63x (2-core Zen 3). There each complex bin is
+    three real products, not four (:func:`koel.model.native.complex_mix`): 0.6-0.75x the time of the
+    four for 256-512 channels, about the same for 128, a quarter less weight memory.
 
     A kernel dilated by d is run polyphase: output steps r, r + d, r + 2d, ... read only inputs
     r, r + d, ... through the undilated kernel, so the d phases are d more columns of the same short
@@ -435,7 +437,8 @@ class BlockDFTConv1d(nn.Module):
 
     mix_real: torch.Tensor  # [2, C_out, C_in]: the DC and Nyquist bins
     mix_complex: torch.Tensor  # [n/2 - 1, 2 C_out, 2 C_in]: [[A, -B], [B, A]] per other bin
-    # (both in native.pack_mix_weights' order when ``packed``: the compiled float32 mixing)
+    # (when ``packed``, the compiled float32 mixing: mix_real in native.pack_mix_weights' order,
+    # mix_complex as native.pack_complex_mix_weights(A, B): 3 real products per bin, not 4)
     analysis: torch.Tensor  # [n, n]: block -> spectrum rows (native.spectrum_rows order)
     synthesis: torch.Tensor  # [n, step]: spectrum rows -> the block's valid output steps
     bias: torch.Tensor | None  # [C_out], float32
@@ -475,8 +478,8 @@ class BlockDFTConv1d(nn.Module):
         weight = torch.where((f == 0) | (f == self.nyquist), 1.0 / block, 2.0 / block)
         synthesis = weight * analysis[:, : self.step]
         mix_real = spec.real[[0, self.nyquist]]
-        if self.packed:
-            mix_real, mix_complex = native.pack_mix_weights(mix_real), native.pack_mix_weights(mix_complex)
+        if self.packed:  # the complex bins as A, -(A + B), B - A: three real products instead of four
+            mix_real, mix_complex = native.pack_mix_weights(mix_real), native.pack_complex_mix_weights(a, b)
         self.register_buffer("mix_real", mix_real.to(device, dtype).contiguous(), persistent=False)
         self.register_buffer("mix_complex", mix_complex.to(device, dtype).contiguous(), persistent=False)
         self.register_buffer("analysis", analysis.to(device, dtype).contiguous(), persistent=False)
@@ -496,11 +499,11 @@ class BlockDFTConv1d(nn.Module):
         pairs = self.nyquist - 1
         if self.packed:
             native.mix(spectra[:2], self.mix_real, self.c_out, out=out[:2])
-            native.mix(
-                spectra[2:].view(pairs, -1, columns),
+            native.complex_mix(
+                spectra[2:].view(pairs, 2, -1, columns),
                 self.mix_complex,
-                2 * self.c_out,
-                out=out[2:].view(pairs, -1, columns),
+                self.c_out,
+                out=out[2:].view(pairs, 2, self.c_out, columns),
             )
             return out
         torch.bmm(self.mix_real, spectra[:2], out=out[:2])
@@ -513,10 +516,9 @@ class BlockDFTConv1d(nn.Module):
         """(mix_real, mix_complex) as [2, C_out, C_in] and [n/2 - 1, 2 C_out, 2 C_in], packed or not."""
         if not self.packed:
             return self.mix_real, self.mix_complex
-        return (
-            native.unpack_mix_weights(self.mix_real, self.c_out),
-            native.unpack_mix_weights(self.mix_complex, 2 * self.c_out),
-        )
+        a, b = native.unpack_complex_mix_weights(self.mix_complex, self.c_out)
+        mix_complex = torch.cat([torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1)
+        return native.unpack_mix_weights(self.mix_real, self.c_out), mix_complex
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C_in, L] -> [B, C_out, L], float32 from the compiled kernel, else in ``dtype``."""

@@ -126,6 +126,7 @@ def library() -> ctypes.CDLL | None:
     lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
     lib.koel_conv.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 10]
     lib.koel_linear.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 4]
+    lib.koel_cmix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
     lib.koel_lstm.argtypes = [ptr, ptr, c_int, c_int, ptr, ptr, c_int]
     lib.koel_wino_in.argtypes = [ptr, *[c_int] * 5, ptr, c_int]
     lib.koel_wino_out.argtypes = [ptr, *[c_int] * 5, ptr, ptr, c_int, c_int]
@@ -140,6 +141,7 @@ def library() -> ctypes.CDLL | None:
         lib.koel_mix,
         lib.koel_conv,
         lib.koel_linear,
+        lib.koel_cmix,
         lib.koel_lstm,
         lib.koel_wino_in,
         lib.koel_wino_out,
@@ -432,6 +434,54 @@ def mix(x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None 
     return out
 
 
+def pack_complex_mix_weights(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Complex mixing weights A + iB ([G, M, K] each) -> float32 [G, 3, ceil(M / r), K, r]: A,
+    -(A + B) and B - A packed as :func:`pack_mix_weights` packs, for :func:`complex_mix` (sums
+    formed in float64)."""
+    if a.dim() != 3 or a.shape != b.shape:
+        raise ValueError(
+            f"complex mixing weights must be two [groups, M, K], got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    packed = pack_mix_weights(torch.stack([a, -(a + b), b - a], dim=1).flatten(0, 1))
+    return packed.view(a.shape[0], 3, *packed.shape[1:])
+
+
+def unpack_complex_mix_weights(packed: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`pack_complex_mix_weights`: (A, B), [G, M, K] float32 each."""
+    groups = packed.shape[0]
+    parts = unpack_mix_weights(packed.flatten(0, 1), m).view(groups, 3, m, -1).double()
+    a = parts[:, 0]
+    return a.float(), (parts[:, 2] + a).float()
+
+
+@_profiled
+def complex_mix(
+    x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Y[g] = W[g] X[g] for complex X = x[g, 0] + i x[g, 1] (x [G, 2, K, N] float32) and W = A + iB
+    packed by :func:`pack_complex_mix_weights`, in 3 real products per bin instead of 4: [G, 2, m, N]
+    float32 (real, imaginary), written into ``out`` (contiguous, that shape) when given."""
+    lib = _require()
+    if not lib.koel_mix_available():
+        raise RuntimeError("koel's compiled channel mixing needs a CPU with AVX2 and FMA")
+    if packed.dim() != 5 or packed.shape[1] != 3:
+        raise ValueError(f"packed complex weights must be [G, 3, tiles, K, r], got {tuple(packed.shape)}")
+    groups, _, tiles, k, rows = packed.shape
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 4 or x.shape[:3] != (groups, 2, k):
+        raise ValueError(
+            f"complex_mix takes float32 CPU x [{groups}, 2, {k}, N], got {x.dtype} {tuple(x.shape)}"
+        )
+    if packed.dtype != torch.float32 or not packed.is_contiguous() or not 0 < m <= tiles * rows:
+        raise ValueError(f"packed weights do not hold {m} rows: {packed.dtype} {tuple(packed.shape)}")
+    x = x.contiguous()
+    n = x.shape[3]
+    out = _out(out, (groups, 2, m, n))
+    if lib.koel_cmix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), groups, m, k, n, _threads()) != 0:
+        raise RuntimeError(f"complex channel mixing failed ({groups} x [{m}, {k}] @ [{k}, {n}])")
+    return out
+
+
 def pack_conv_weights(w: torch.Tensor) -> torch.Tensor:
     """Conv1d weights [C_out, C_in, taps] -> the packed [1, ceil(C_out / r), taps * C_in, r] order of
     :func:`conv` (row t * C_in + c of the product is tap t of input channel c)."""
@@ -675,6 +725,7 @@ __all__ = [
     "add_bf16",
     "analysis",
     "available",
+    "complex_mix",
     "conv",
     "library",
     "linear",
@@ -682,6 +733,7 @@ __all__ = [
     "lstm_gate_order",
     "mix",
     "mix_available",
+    "pack_complex_mix_weights",
     "pack_conv_weights",
     "pack_linear_weights",
     "pack_lstm_weights",
@@ -691,6 +743,7 @@ __all__ = [
     "snake",
     "spectrum_rows",
     "synthesis",
+    "unpack_complex_mix_weights",
     "unpack_mix_weights",
     "unpack_winograd_weights",
     "winograd_conv",
