@@ -79,9 +79,10 @@ class Utterance:
 #: tile comes 10 ms sooner but its AdaIN statistics are too short: DNSMOS -0.07 (bench/speed.py).
 FIRST_TILE_FRAMES = 40
 #: Each next tile of :meth:`Pipeline.pieces`' first chunk is this much longer than the one before.
-#: With 2, the second tile (80 frames and its margins) came 50 ms before the first had played on the
-#: 2-core bench machine, and late on a slow run; with 1.5, 130 ms early (bench/speed.py, ttfa stalls).
-TILE_GROWTH = 1.5
+#: 1.5 gave the second tile more time (it came 130 ms before the first had played on the 2-core
+#: bench machine, against 50 ms with 2) but more tile edges and shorter statistics: tiled DNSMOS
+#: 3.224 against 3.278 with 2 (untiled 3.357; bench/speed.py quality section).
+TILE_GROWTH = 2.0
 
 #: Kokoro's audio runs ahead of its duration alignment: the sound of a token starts about three
 #: frames (75 ms) before the frames the duration predictor gives it. hexgrad's own pipeline shifts
