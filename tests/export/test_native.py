@@ -272,19 +272,25 @@ def test_add_bf16_adds_in_one_pass(shape):
         native.add_bf16(x, t, out=torch.empty(shape, dtype=torch.bfloat16))
 
 
+def _one_and_several_threads(fn, *args):
+    """fn(*args) with torch's thread count at 1, then at 2 or more (restored after)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = fn(*args)
+        torch.set_num_threads(max(2, before))
+        several = fn(*args)
+    finally:
+        torch.set_num_threads(before)
+    return single, several
+
+
 @needs_native
 def test_results_do_not_depend_on_the_thread_count_or_calling_thread():
     from concurrent.futures import ThreadPoolExecutor
 
     x = torch.randn(1, 8, 3000)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = native.analysis(x, 64, 54, 3, 19, 15)
-        torch.set_num_threads(max(2, before))
-        several = native.analysis(x, 64, 54, 3, 19, 15)
-    finally:
-        torch.set_num_threads(before)
+    single, several = _one_and_several_threads(native.analysis, x, 64, 54, 3, 19, 15)
     with ThreadPoolExecutor(1) as pool:
         worker = pool.submit(native.analysis, x, 64, 54, 3, 19, 15).result()
     assert torch.equal(single, several) and torch.equal(single, worker)
@@ -338,14 +344,7 @@ def test_mix_rejects_mismatched_operands():
 def test_mix_does_not_depend_on_the_thread_count():
     w, x = torch.randn(5, 30, 40), torch.randn(5, 40, 70)
     packed = native.pack_mix_weights(w)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = native.mix(x, packed, 30)
-        torch.set_num_threads(max(2, before))
-        several = native.mix(x, packed, 30)
-    finally:
-        torch.set_num_threads(before)
+    single, several = _one_and_several_threads(native.mix, x, packed, 30)
     assert torch.equal(single, several)
 
 
@@ -493,14 +492,7 @@ def test_lstm_does_not_depend_on_the_thread_count():
     lstm = torch.nn.LSTM(24, 32, batch_first=True, bidirectional=True)
     proj = _lstm_projections(lstm, torch.randn(30, 24))
     packed = native.pack_lstm_weights((lstm.weight_hh_l0, lstm.weight_hh_l0_reverse))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = native.lstm(proj, packed)
-        torch.set_num_threads(max(2, before))
-        several = native.lstm(proj, packed)
-    finally:
-        torch.set_num_threads(before)
+    single, several = _one_and_several_threads(native.lstm, proj, packed)
     assert torch.equal(single[0], several[0]) and torch.equal(single[1], several[1])
 
 
@@ -553,14 +545,7 @@ def test_winograd_conv_matches_conv1d(batch, c_in, c_out, length, dilation):
 def test_winograd_conv_does_not_depend_on_the_thread_count():
     torch.manual_seed(2)
     x, packed = torch.randn(1, 16, 777), native.pack_winograd_weights(torch.randn(9, 16, 3))
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = native.winograd_conv(x, packed, 9, 3)
-        torch.set_num_threads(max(2, before))
-        several = native.winograd_conv(x, packed, 9, 3)
-    finally:
-        torch.set_num_threads(before)
+    single, several = _one_and_several_threads(native.winograd_conv, x, packed, 9, 3)
     assert torch.equal(single, several)
 
 
@@ -606,14 +591,7 @@ def test_complex_mix_does_not_depend_on_the_thread_count():
     torch.manual_seed(4)
     packed = native.pack_complex_mix_weights(torch.randn(3, 20, 30), torch.randn(3, 20, 30))
     x = torch.randn(3, 2, 30, 45)
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = native.complex_mix(x, packed, 20)
-        torch.set_num_threads(max(2, before))
-        several = native.complex_mix(x, packed, 20)
-    finally:
-        torch.set_num_threads(before)
+    single, several = _one_and_several_threads(native.complex_mix, x, packed, 20)
     assert torch.equal(single, several)
 
 

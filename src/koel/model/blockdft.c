@@ -861,54 +861,8 @@ typedef struct {
     int64_t x_unit, w_unit, y_unit;
     int units, M, K, N, accumulate;
     int c_in, length, taps, dilation, pad;
+    int complex; /* x, y, w hold a complex product's parts (koel_cmix) */
 } mix_job_t;
-
-static int mix_run(const mix_job_t *j, int threads) {
-    const mix_plan_t p = mix_plan(j->units, j->M, j->N, threads);
-    int failed = 0;
-#pragma omp parallel num_threads(threads)
-    {
-        float *b = aligned_alloc(64, (size_t)j->K * (size_t)p.panel * sizeof(float));
-        if (!b) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int item = 0; item < p.items; item++) {
-            if (!b) continue;
-            const int part = item % p.parts, u = item / p.parts / p.panels;
-            const int c0 = item / p.parts % p.panels * p.panel, cols = j->N - c0 < p.panel ? j->N - c0 : p.panel;
-            const float *x = j->x + u * j->x_unit;
-            if (j->taps)
-                conv_pack(x, j->c_in, j->length, j->taps, j->dilation, j->pad, c0, cols, b);
-            else
-                mix_pack(x, j->K, j->N, c0, cols, b);
-            mix_panel(j->w + u * j->w_unit, b, j->M, j->K, p.tiles * part / p.parts, p.tiles * (part + 1) / p.parts,
-                      cols, j->y + u * j->y_unit + c0, j->N, 1, j->accumulate, j->bias);
-        }
-        free(b);
-    }
-    return failed;
-}
-
-int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
-    if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
-    const int64_t tiles = (M + MIX_MR - 1) / MIX_MR;
-    const mix_job_t job = {x, w, NULL, y, (int64_t)K * N, tiles * K * MIX_MR, (int64_t)M * N, groups, M, K, N, 0,
-                           0, 0, 0, 0, 0};
-    return mix_run(&job, threads);
-}
-
-/* y [batch][M][out_length] (+)= conv(x [batch][c_in][length]) + bias for W [M][c_in][taps] packed as
- * [1][ceil(M / MIX_MR)][taps * c_in][MIX_MR] (row t * c_in + c = tap t of channel c). */
-int koel_conv(const float *x, float *y, const float *w, const float *bias, int batch, int c_in, int length, int M,
-              int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
-    if (batch < 1 || c_in < 1 || length < 1 || M < 1 || taps < 1 || dilation < 1 || pad < 0 || out_length < 1)
-        return 1;
-    const mix_job_t job = {x, w, bias, y, (int64_t)c_in * length, 0, (int64_t)M * out_length, batch, M,
-                           taps * c_in, out_length, accumulate, c_in, length, taps, dilation, pad};
-    return mix_run(&job, threads);
-}
 
 /* Complex channel products in three real ones (the 3M method). For each bin g, X = Xr + i Xi and
  * W = A + i B: Re Y = A Xr - B Xi and Im Y = B Xr + A Xi, computed as T = A (Xr + Xi),
@@ -937,14 +891,28 @@ static void mix_pack_sum(const float *xr, const float *xi, int K, int N, int c0,
     }
 }
 
-int koel_cmix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
-    if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
-    const mix_plan_t p = mix_plan(groups, M, N, threads);
-    const int64_t x_part = (int64_t)K * N, y_part = (int64_t)M * N, w_part = (int64_t)p.tiles * K * MIX_MR;
+/* One work item of a complex product: rows [t0, t1) tiles of columns [c0, c0 + cols) of unit u. */
+static void cmix_item(const mix_job_t *j, int u, int c0, int cols, int t0, int t1, float *b) {
+    const int64_t x_part = (int64_t)j->K * j->N, y_part = (int64_t)j->M * j->N, w_part = j->w_unit / 3;
+    const float *xr = j->x + u * j->x_unit, *xi = xr + x_part, *w = j->w + u * j->w_unit;
+    float *re = j->y + u * j->y_unit + c0, *im = re + y_part;
+    mix_pack_sum(xr, xi, j->K, j->N, c0, cols, b);
+    mix_panel(w, b, j->M, j->K, t0, t1, cols, re, j->N, 1, 0, NULL); /* T */
+    const int r1 = t1 * MIX_MR < j->M ? t1 * MIX_MR : j->M;
+    for (int r = t0 * MIX_MR; r < r1; r++)
+        memcpy(im + (int64_t)r * j->N, re + (int64_t)r * j->N, (size_t)cols * sizeof(float));
+    mix_pack(xi, j->K, j->N, c0, cols, b);
+    mix_panel(w + w_part, b, j->M, j->K, t0, t1, cols, re, j->N, 1, 1, NULL); /* - (A + B) Xi */
+    mix_pack(xr, j->K, j->N, c0, cols, b);
+    mix_panel(w + 2 * w_part, b, j->M, j->K, t0, t1, cols, im, j->N, 1, 1, NULL); /* + (B - A) Xr */
+}
+
+static int mix_run(const mix_job_t *j, int threads) {
+    const mix_plan_t p = mix_plan(j->units, j->M, j->N, threads);
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *b = aligned_alloc(64, (size_t)K * (size_t)p.panel * sizeof(float));
+        float *b = aligned_alloc(64, (size_t)j->K * (size_t)p.panel * sizeof(float));
         if (!b) {
 #pragma omp atomic write
             failed = 1;
@@ -952,24 +920,51 @@ int koel_cmix(const float *x, float *y, const float *w, int groups, int M, int K
 #pragma omp for schedule(dynamic, 1)
         for (int item = 0; item < p.items; item++) {
             if (!b) continue;
-            const int part = item % p.parts, g = item / p.parts / p.panels;
-            const int c0 = item / p.parts % p.panels * p.panel, cols = N - c0 < p.panel ? N - c0 : p.panel;
+            const int part = item % p.parts, u = item / p.parts / p.panels;
+            const int c0 = item / p.parts % p.panels * p.panel, cols = j->N - c0 < p.panel ? j->N - c0 : p.panel;
             const int t0 = p.tiles * part / p.parts, t1 = p.tiles * (part + 1) / p.parts;
-            const float *xr = x + 2 * g * x_part, *xi = xr + x_part, *wg = w + 3 * g * w_part;
-            float *re = y + 2 * g * y_part + c0, *im = re + y_part;
-            mix_pack_sum(xr, xi, K, N, c0, cols, b);
-            mix_panel(wg, b, M, K, t0, t1, cols, re, N, 1, 0, NULL); /* T */
-            const int r1 = t1 * MIX_MR < M ? t1 * MIX_MR : M;
-            for (int r = t0 * MIX_MR; r < r1; r++)
-                memcpy(im + (int64_t)r * N, re + (int64_t)r * N, (size_t)cols * sizeof(float));
-            mix_pack(xi, K, N, c0, cols, b);
-            mix_panel(wg + w_part, b, M, K, t0, t1, cols, re, N, 1, 1, NULL); /* - (A + B) Xi */
-            mix_pack(xr, K, N, c0, cols, b);
-            mix_panel(wg + 2 * w_part, b, M, K, t0, t1, cols, im, N, 1, 1, NULL); /* + (B - A) Xr */
+            if (j->complex) {
+                cmix_item(j, u, c0, cols, t0, t1, b);
+                continue;
+            }
+            const float *x = j->x + u * j->x_unit;
+            if (j->taps)
+                conv_pack(x, j->c_in, j->length, j->taps, j->dilation, j->pad, c0, cols, b);
+            else
+                mix_pack(x, j->K, j->N, c0, cols, b);
+            mix_panel(j->w + u * j->w_unit, b, j->M, j->K, t0, t1, cols, j->y + u * j->y_unit + c0, j->N, 1,
+                      j->accumulate, j->bias);
         }
         free(b);
     }
     return failed;
+}
+
+int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
+    if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
+    const int64_t tiles = (M + MIX_MR - 1) / MIX_MR;
+    const mix_job_t job = {x, w, NULL, y, (int64_t)K * N, tiles * K * MIX_MR, (int64_t)M * N, groups, M, K, N, 0,
+                           0, 0, 0, 0, 0, 0};
+    return mix_run(&job, threads);
+}
+
+int koel_cmix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
+    if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
+    const int64_t tiles = (M + MIX_MR - 1) / MIX_MR;
+    const mix_job_t job = {x, w, NULL, y, 2 * (int64_t)K * N, 3 * tiles * K * MIX_MR, 2 * (int64_t)M * N,
+                           groups, M, K, N, 0, 0, 0, 0, 0, 0, 1};
+    return mix_run(&job, threads);
+}
+
+/* y [batch][M][out_length] (+)= conv(x [batch][c_in][length]) + bias for W [M][c_in][taps] packed as
+ * [1][ceil(M / MIX_MR)][taps * c_in][MIX_MR] (row t * c_in + c = tap t of channel c). */
+int koel_conv(const float *x, float *y, const float *w, const float *bias, int batch, int c_in, int length, int M,
+              int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
+    if (batch < 1 || c_in < 1 || length < 1 || M < 1 || taps < 1 || dilation < 1 || pad < 0 || out_length < 1)
+        return 1;
+    const mix_job_t job = {x, w, bias, y, (int64_t)c_in * length, 0, (int64_t)M * out_length, batch, M,
+                           taps * c_in, out_length, accumulate, c_in, length, taps, dilation, pad, 0};
+    return mix_run(&job, threads);
 }
 
 /* x [N][K] as the A side of the product: [ceil(N / MIX_MR)][K][MIX_MR], rows past N zero. */
