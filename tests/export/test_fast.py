@@ -14,9 +14,11 @@ from torch import nn
 
 from koel.model import native
 from koel.model.fast import (
+    AdoptedConv1d,
     BlockDFTConv1d,
     FastAdaINResBlock1,
     FastConv1d,
+    FastConvTranspose1d,
     FastLinear,
     FastLSTM,
     accelerate,
@@ -126,6 +128,45 @@ def test_fast_conv_in_the_compiled_kernel_equals_conv1d(dilation, channels):
             assert _rel(fast(x), ref) < 2e-6
 
 
+@pytest.mark.parametrize(
+    ("c_in", "c_out", "taps", "stride", "padding", "length", "bias"),
+    [
+        (8, 6, 20, 10, 5, 7, True),  # the generator's first upsampler, scaled down
+        (5, 3, 12, 6, 3, 40, True),  # its second
+        (4, 4, 6, 3, 0, 1, True),  # one input step
+        (3, 5, 4, 2, 3, 9, False),  # padding past a stride
+        (FastConv1d.WINOGRAD_MIN_CHANNELS, 4, 3, 1, 1, 20, True),  # 3 taps at stride 1: not Winograd's
+    ],
+)
+def test_transposed_conv_runs_polyphase_in_the_compiled_kernel(
+    c_in, c_out, taps, stride, padding, length, bias
+):
+    torch.manual_seed(length)
+    conv = nn.ConvTranspose1d(c_in, c_out, taps, stride, padding=padding, bias=bias)
+    fast = FastConv1d(conv, torch.float32)
+    assert fast.packed == native.mix_available()
+    assert torch.equal(fast._plain_weight(), conv.weight.detach())  # the packing loses nothing
+    x = torch.randn(2, c_in, length)
+    with torch.no_grad():
+        ref = conv(x)
+        out = fast(x)
+        assert out.shape == ref.shape and _rel(out, ref) < 2e-6
+        assert not fast.adds_into(x, torch.zeros_like(ref))
+        with patch(
+            "koel.model.fast.exporting", return_value=True
+        ):  # the traced graph: plain conv_transpose1d
+            assert _rel(fast(x), ref) < 2e-6
+
+
+def test_transposed_conv_off_the_stride_grid_stays_with_pytorch():
+    conv = nn.ConvTranspose1d(3, 4, 5, 2, padding=1)  # 5 taps are not a whole number of strides
+    fast = FastConv1d(conv, torch.float32)
+    assert not fast.packed
+    x = torch.randn(1, 3, 11)
+    with torch.no_grad():
+        assert _rel(fast(x), conv(x)) < 2e-6
+
+
 def test_fast_linear_keeps_the_parameters_and_the_result():
     torch.manual_seed(0)
     linear = nn.Linear(20, 30)
@@ -229,6 +270,12 @@ def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):
     assert all(isinstance(b, FastAdaINResBlock1) for b in tiny_model.decoder.generator.resblocks)
     lstms = [m for m in tiny_model.modules() if isinstance(m, nn.LSTM)]
     assert len(lstms) == 5 and all(isinstance(m, FastLSTM) for m in lstms) == native.mix_available()
+    gen = tiny_model.decoder.generator  # upsamplers and conv_post in the kernel, same parameters
+    compiled = [*gen.ups, gen.conv_post]
+    assert (
+        all(isinstance(m, (FastConvTranspose1d, AdoptedConv1d)) for m in compiled) == native.mix_available()
+    )
+    assert gen.conv_post.weight is not None and gen.conv_post.weight.device.type == "cpu"
     assert accelerate(tiny_model, "fp32") == torch.float32  # idempotent
 
 
@@ -460,3 +507,29 @@ def test_running_statistics_normalise_a_tile_over_everything_so_far():
     assert torch.allclose(pieces[1], upto[..., 70:], atol=1e-3, rtol=1e-3)
     assert torch.allclose(pieces[0], adain_snake(x[..., :70], norm, s, alpha), atol=1e-3, rtol=1e-3)
     assert not torch.allclose(pieces[0], whole[..., :70], atol=1e-2)  # the first piece saw only itself
+
+
+def test_tiles_take_uncentred_input_and_project_the_style_once():
+    from koel.model.fast import _RUNNING_STATS, _kernel_affine, adain_affine
+
+    torch.manual_seed(6)
+    norm = AdaIN1d(16, 8)
+    s = torch.randn(1, 16)
+    x = torch.randn(1, 8, 200) * 0.05 + 30 * torch.randn(1, 8, 1)  # a large mean next to a small spread
+    spans = ((0, 60), (60, 200))
+    with torch.no_grad():
+        expected = [adain_affine(x[..., :b], norm, s) for _, b in spans]  # everything so far, one span
+        calls = []
+        hook = norm.fc.register_forward_hook(lambda *_: calls.append(1))
+        token = _RUNNING_STATS.set({})
+        try:
+            tiles = [_kernel_affine(x[..., a:b], norm, s, torch.float32) for a, b in spans]
+        finally:
+            _RUNNING_STATS.reset(token)
+            hook.remove()
+    assert len(calls) == 1  # the style's projections, once for the whole stream
+    for (a, b), (source, center, scale, shift), (y, y_scale, y_shift) in zip(
+        spans, tiles, expected, strict=True
+    ):
+        assert torch.equal(source, x[..., a:b])  # not centred: the kernel subtracts center as it reads
+        assert torch.allclose((source - center) * scale + shift, (y * y_scale + y_shift)[..., a:], atol=1e-4)

@@ -71,21 +71,6 @@ static inline void store_bf16(bf16 *dst, vf v, int lanes) { /* round to nearest 
     else for (int l = 0; l < lanes; l++) dst[l] = h[l];
 }
 
-/* LANES values (the first `lanes` of v) into element i of a float32 (f32 = 1) or bfloat16 array. */
-static inline void store_at(void *dst, int f32, int64_t i, vf v, int lanes) {
-    if (!f32) store_bf16((bf16 *)dst + i, v, lanes);
-    else if (lanes == LANES) memcpy((float *)dst + i, &v, sizeof v);
-    else memcpy((float *)dst + i, &v, (size_t)lanes * sizeof(float));
-}
-
-/* LANES values from element i of a float32 (f32 = 1) or bfloat16 array. */
-static inline vf load_at(const void *src, int f32, int64_t i) {
-    if (!f32) return load_bf16((const bf16 *)src + i);
-    vf v;
-    memcpy(&v, (const float *)src + i, sizeof v);
-    return v;
-}
-
 /* cos on every lane (|x| < 2^21): x = k pi + r, |r| <= pi / 2, cos x = (-1)^k cos r; error ~1e-7. */
 static inline vf vcos(vf x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer, parity in bit 0 */
@@ -201,6 +186,38 @@ static inline __m256 load_first(const float *src, int count) {
 }
 #endif
 
+/* LANES values (the first `lanes` of v) into element i of a float32 (f32 = 1) or bfloat16 array. A
+ * partial float32 store is masked where the CPU has masks (memcpy of a variable size compiled to
+ * `rep movs`, 15% of a dilated analysis). */
+static inline void store_at(void *dst, int f32, int64_t i, vf v, int lanes) {
+    if (!f32) store_bf16((bf16 *)dst + i, v, lanes);
+    else if (lanes == LANES) memcpy((float *)dst + i, &v, sizeof v);
+#ifdef KOEL_TRANSPOSE
+    else store_first((float *)dst + i, (vreg)v, lanes);
+#else
+    else memcpy((float *)dst + i, &v, (size_t)lanes * sizeof(float));
+#endif
+}
+
+/* LANES values from element i of a float32 (f32 = 1) or bfloat16 array. */
+static inline vf load_at(const void *src, int f32, int64_t i) {
+    if (!f32) return load_bf16((const bf16 *)src + i);
+    vf v;
+    memcpy(&v, (const float *)src + i, sizeof v);
+    return v;
+}
+
+/* The first `lanes` values from element i of a float32 or bfloat16 array, zeros in the other lanes. */
+static inline vf load_first_at(const void *src, int f32, int64_t i, int lanes) {
+    if (lanes == LANES) return load_at(src, f32, i);
+#ifdef KOEL_TRANSPOSE
+    if (f32) return (vf)load_first((const float *)src + i, lanes);
+#endif
+    vf v = {0};
+    for (int l = 0; l < lanes; l++) v[l] = value_at(src, !f32, i + l);
+    return v;
+}
+
 typedef struct {
     int n, m;                                   /* block length, complex FFT length m = n / 2 */
     int rev[MAX_HALF];                          /* bit reversal of 0 .. m - 1 */
@@ -251,6 +268,19 @@ static inline void fft(const plan_t *p, vf *restrict re, vf *restrict im) {
     }
 }
 
+/* src[0], src[d], ..., src[(LANES - 1) d] */
+static inline vf gather(const float *src, int d) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_set1_epi32(d), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), src, 4);
+#elif defined(__AVX2__)
+    return (vf)_mm256_i32gather_ps(src, _mm256_mullo_epi32(_mm256_set1_epi32(d), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), 4);
+#else
+    vf v;
+    for (int l = 0; l < LANES; l++) v[l] = src[l * d];
+    return v;
+#endif
+}
+
 /* One polyphase phase of one signal row, activated and zero-padded: phase[t] = a(row[r + d t - left])
  * for t < count, 0 outside the signal, so that block j is phase[j step .. j step + n - 1]. */
 static void fill_phase(const void *row, int x_bf16, int length, int dilation, int64_t start, int64_t count,
@@ -270,7 +300,7 @@ static void fill_phase(const void *row, int x_bf16, int length, int dilation, in
         if (dilation == 1 && x_bf16) v = load_bf16((const bf16 *)row + pos);
         else if (dilation == 1) memcpy(&v, (const float *)row + pos, sizeof v);
         else if (x_bf16) for (int l = 0; l < LANES; l++) v[l] = from_bf16(((const bf16 *)row)[pos + l * dilation]);
-        else for (int l = 0; l < LANES; l++) v[l] = ((const float *)row)[pos + l * dilation];
+        else v = gather((const float *)row + pos, dilation);
         v = activate(act, v);
         memcpy(phase + t, &v, sizeof v);
     }
@@ -446,24 +476,12 @@ int koel_dft_synthesis(const void *y, int y_f32, int batch, int channels, int le
             for (int j0 = 0; j0 < blocks; j0 += LANES) {
                 const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
                 const int64_t at = src + j0;
-                vf nyquist;
-                if (lanes == LANES) {
-                    ar[0] = load_at(y, y_f32, at);
-                    nyquist = load_at(y, y_f32, at + plane);
-                    for (int f = 1; f < m; f++) {
-                        ar[f] = load_at(y, y_f32, at + (int64_t)(2 * f) * plane);
-                        ai[f] = load_at(y, y_f32, at + (int64_t)(2 * f + 1) * plane);
-                    }
-                } else { /* the last blocks of a row: spare lanes repeat block j0 */
-                    for (int l = 0; l < LANES; l++) {
-                        const int64_t k = at + (l < lanes ? l : 0);
-                        ar[0][l] = value_at(y, !y_f32, k);
-                        nyquist[l] = value_at(y, !y_f32, k + plane);
-                        for (int f = 1; f < m; f++) {
-                            ar[f][l] = value_at(y, !y_f32, k + (int64_t)(2 * f) * plane);
-                            ai[f][l] = value_at(y, !y_f32, k + (int64_t)(2 * f + 1) * plane);
-                        }
-                    }
+                /* the last blocks of a row leave spare lanes, zero here and never stored */
+                ar[0] = load_first_at(y, y_f32, at, lanes);
+                const vf nyquist = load_first_at(y, y_f32, at + plane, lanes);
+                for (int f = 1; f < m; f++) {
+                    ar[f] = load_first_at(y, y_f32, at + (int64_t)(2 * f) * plane, lanes);
+                    ai[f] = load_first_at(y, y_f32, at + (int64_t)(2 * f + 1) * plane, lanes);
                 }
                 /* Z_f = E_f + i O_f: the spectra of the even and odd samples, packed; conjugated into
                  * bit-reversed order so that a forward FFT computes the inverse */
@@ -813,6 +831,29 @@ static inline void mix_tile(const float *a, const float *b, int K, int rows, int
     }
 }
 
+/* mix_tile for a last strip of at most 8 columns (the strip's other 8 are its zero padding): half
+ * the multiply-adds of a full tile, which a few dozen columns (a stream's first tile) would waste. */
+static inline void mix_tile8(const float *a, const float *b, int K, int rows, int cols, float *y, int64_t ld,
+                             int64_t step, int add, const float *bias) {
+    __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0;
+    for (int k = 0; k < K; k++) {
+        const __m256 v = _mm256_load_ps(b + k * MIX_NR);
+        const float *ak = a + k * MIX_MR;
+        c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak), v, c0);
+        c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 1), v, c1);
+        c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 2), v, c2);
+        c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 3), v, c3);
+        c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 4), v, c4);
+        c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(ak + 5), v, c5);
+    }
+    const __m256 c[MIX_MR] = {c0, c1, c2, c3, c4, c5};
+    for (int r = 0; r < rows; r++) {
+        float *dst = y + (int64_t)r * ld, tmp[8];
+        _mm256_storeu_ps(tmp, bias ? _mm256_add_ps(c[r], _mm256_set1_ps(bias[r])) : c[r]);
+        for (int i = 0; i < cols; i++) dst[i * step] = add ? dst[i * step] + tmp[i] : tmp[i];
+    }
+}
+
 /* Rows [t0, t1) tiles of y[:, c0 : c0 + cols] (+)= W b for one packed panel b [strips][K][MIX_NR];
  * y's rows ld apart, its columns step apart (1, or the row length of a transposed y). */
 static void mix_panel(const float *w, const float *b, int M, int K, int t0, int t1, int cols, float *y, int64_t ld,
@@ -824,9 +865,13 @@ static void mix_panel(const float *w, const float *b, int M, int K, int t0, int 
             const float *a = w + ((int64_t)t * K + k0) * MIX_MR;
             for (int s = 0; s * MIX_NR < cols; s++) {
                 const int n = cols - s * MIX_NR < MIX_NR ? cols - s * MIX_NR : MIX_NR;
-                mix_tile(a, b + ((int64_t)s * K + k0) * MIX_NR, kc, rows, n,
-                         y + (int64_t)t * MIX_MR * ld + (int64_t)s * MIX_NR * step, ld, step, add || k0 > 0,
-                         k0 == 0 && bias ? bias + t * MIX_MR : NULL, NULL);
+                const float *strip = b + ((int64_t)s * K + k0) * MIX_NR;
+                const float *offset = k0 == 0 && bias ? bias + t * MIX_MR : NULL;
+                float *out = y + (int64_t)t * MIX_MR * ld + (int64_t)s * MIX_NR * step;
+                if (n <= 8)
+                    mix_tile8(a, strip, kc, rows, n, out, ld, step, add || k0 > 0, offset);
+                else
+                    mix_tile(a, strip, kc, rows, n, out, ld, step, add || k0 > 0, offset, NULL);
             }
         }
     }
@@ -868,7 +913,10 @@ typedef struct {
  * W = A + i B: Re Y = A Xr - B Xi and Im Y = B Xr + A Xi, computed as T = A (Xr + Xi),
  * Re Y = T - (A + B) Xi, Im Y = T + (B - A) Xr: 3 M K N multiply-adds instead of the 4 M K N of the
  * real form [[A, -B], [B, A]]. x [groups][2][K][N] (real, imaginary), y [groups][2][M][N],
- * w [groups][3][ceil(M / MIX_MR)][K][MIX_MR]: A, -(A + B), B - A packed as koel_mix's. */
+ * w [groups][3][ceil(M / MIX_MR)][K][MIX_MR]: A, -(A + B), B - A packed as koel_mix's.
+ * (Running the three products of each output tile back to back, T kept in registers rather than
+ * stored, copied and read back, was 3% slower on a stream's first-tile shapes: three W tiles and
+ * three strips no longer fit in L1.) */
 static void mix_pack_sum(const float *xr, const float *xi, int K, int N, int c0, int cols, float *b) {
     for (int s = 0; s * MIX_NR < cols; s++) {
         float *dst = b + (int64_t)s * K * MIX_NR;

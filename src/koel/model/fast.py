@@ -53,10 +53,10 @@ _EPS = 1e-5  # instance-norm epsilon of AdaIN1d
 
 #: While a tiled generator runs: AdaIN statistics accumulated over the tiles so far, per norm module
 #: (mean, centred sum of squares, count), so each tile normalises over everything from the utterance's start
-#: to its own end rather than over its own span alone (see :func:`generate_tiles`).
-_RUNNING_STATS: ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor, int]] | None] = ContextVar(
-    "koel_running_adain_stats", default=None
-)
+#: to its own end rather than over its own span alone (see :func:`generate_tiles`). Under
+#: ``("style", id(norm))`` it also keeps the module's (s, gamma, beta): the style is the same for every
+#: tile of a stream, so its projections are computed once, not once per tile.
+_RUNNING_STATS: ContextVar[dict[object, tuple] | None] = ContextVar("koel_running_adain_stats", default=None)
 
 
 def exporting() -> bool:
@@ -112,27 +112,12 @@ def adain_affine(
     source is x (float32) itself when a one-pass variance is exact enough, else x centred; scale and
     shift are [B, C, 1]. Inside :func:`generate_tiles` the statistics are those of every tile so far.
     """
-    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
     x = x.float()  # mixed-dtype element-wise ops are slow in eager mode: convert once
     running = _RUNNING_STATS.get()
     if running is not None:
-        # this span's mean and centred sum of squares, merged with the earlier tiles' (Chan et al.),
-        # in float64: exact enough whatever the ratio of mean to spread
-        count = x.shape[-1]
-        local = x.mean(dim=-1, keepdim=True)
-        y = x - local
-        m2 = torch.linalg.vector_norm(y, dim=-1, keepdim=True).double().square_()
-        local64 = mean64 = local.double()
-        if id(norm) in running:
-            prev_mean, prev_m2, prev_count = running[id(norm)]
-            total = prev_count + count
-            delta = mean64 - prev_mean
-            mean64 = prev_mean + delta * (count / total)
-            m2 = prev_m2 + m2 + delta.square() * (prev_count * count / total)
-            count = total
-        running[id(norm)] = (mean64, m2, count)
-        scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + _EPS)
-        return y, scale, beta - (mean64 - local64).float() * scale
+        source, center, scale, shift = _running_affine(x, norm, s, running)
+        return source - center, scale, shift
+    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
     mean = x.mean(dim=-1, keepdim=True)
     mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
     var = mean_sq - mean.square()
@@ -143,6 +128,44 @@ def adain_affine(
         return x, scale, beta - mean * scale
     y = x - mean
     return y, (1 + gamma) * torch.rsqrt(y.square().mean(dim=-1, keepdim=True) + _EPS), beta
+
+
+def _running_affine(
+    x: torch.Tensor, norm: AdaIN1d, s: torch.Tensor, running: dict[object, tuple]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """AdaIN(x) of one tile, float32 ``x``, as (x, center, scale, shift) = (x - center) * scale + shift,
+    over the statistics of this tile and every earlier one (``running``, updated here).
+
+    This span's mean and centred sum of squares are merged with the earlier tiles' (Chan et al.) in
+    float64: exact enough whatever the ratio of mean to spread. x is returned uncentred, its own mean
+    as ``center``: the compiled kernel centres as it reads, so no centred copy is made; the CPU's
+    statistics come from the kernel's centred row passes too, in one call instead of PyTorch's ten
+    small operations.
+    """
+    cached = running.get(("style", id(norm)))
+    if cached is not None and cached[0] is s:
+        gamma, beta = cached[1], cached[2]
+    else:
+        gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
+        running[("style", id(norm))] = (s, gamma, beta)
+    count = x.shape[-1]
+    if _fusable(None, x, None):
+        local, var = native.row_stats(x)
+        m2 = var.double() * count
+    else:
+        local = x.mean(dim=-1, keepdim=True)
+        m2 = torch.linalg.vector_norm(x - local, dim=-1, keepdim=True).double().square_()
+    local64 = mean64 = local.double()
+    if id(norm) in running:
+        prev_mean, prev_m2, prev_count = running[id(norm)]
+        total = prev_count + count
+        delta = mean64 - prev_mean
+        mean64 = prev_mean + delta * (count / total)
+        m2 = prev_m2 + m2 + delta.square() * (prev_count * count / total)
+        count = total
+    running[id(norm)] = (mean64, m2, count)
+    scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + _EPS)
+    return x, local, scale, beta - (mean64 - local64).float() * scale
 
 
 def adain_snake(
@@ -194,12 +217,19 @@ class FastConv1d(nn.Module):
     packed weights twice the size). Measured against the direct kernel (2-core Zen 3): 1024 -> 1024
     channels over 118 steps 3.5 vs 5.1 ms, 512 over 236 1.5 vs 2.3, 256 over 2320 4.5 vs 5.5; with
     128 channels the transforms' memory traffic outweighs the saving (11.6 vs 10.5 ms at 4800 Hz).
+
+    A transposed convolution whose kernel is a whole number m of strides S (the generator's
+    upsamplers: 20 taps at stride 10, 12 at 6) runs polyphase in the same kernel: output phase r
+    (step q S + r before the padding is cut) is an m-tap convolution of the input with taps
+    r, r + S, ..., so all S phases are one product with S C_out rows, interleaved by one copy.
+    oneDNN took 21-35 GMAC/s on these shapes.
     """
 
     WINOGRAD_MIN_CHANNELS = 256
 
     weight: torch.Tensor  # [C_out, C_in / groups, k] (transposed: [C_in, C_out, k]), or packed
     bias: torch.Tensor | None
+    phase_bias: torch.Tensor | None  # a transposed convolution's bias, repeated for each output phase
 
     def __init__(
         self, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool = True
@@ -213,35 +243,52 @@ class FastConv1d(nn.Module):
         self.dtype = dtype
         self.packed = (
             compiled
-            and not self.transposed
-            and self.stride == 1
             and self.groups == 1
+            and (
+                self.taps % self.stride == 0 and self.output_padding == 0 and self.dilation == 1
+                if self.transposed
+                else self.stride == 1
+            )
             and dtype == torch.float32
             and conv.weight.device.type == "cpu"
             and native.mix_available()
         )
         self.winograd = (
             self.packed
+            and not self.transposed
             and self.taps == 3
             and self.padding == self.dilation
             and conv.in_channels >= self.WINOGRAD_MIN_CHANNELS
         )
         weight = conv.weight.detach()
+        bias = None if conv.bias is None else conv.bias.detach().to(dtype).clone()
+        phase_bias = None
         if self.winograd:
             weight = native.pack_winograd_weights(weight)
+        elif self.packed and self.transposed:
+            # [C_in, C_out, m S] -> phase r, output o, input i, tap t = weight[i, o, (m - 1 - t) S + r]
+            c_in, s, m = weight.shape[0], self.stride, self.taps // self.stride
+            phases = weight.reshape(c_in, self.out_channels, m, s).permute(3, 1, 0, 2).flip(-1)
+            weight = native.pack_conv_weights(phases.reshape(s * self.out_channels, c_in, m))
+            phase_bias = None if bias is None else bias.repeat(s)
         elif self.packed:
             weight = native.pack_conv_weights(weight)
         else:
             weight = weight.to(dtype).clone()
         self.register_buffer("weight", weight, persistent=False)
-        bias = None if conv.bias is None else conv.bias.detach().to(dtype).clone()
         self.register_buffer("bias", bias, persistent=False)
+        self.register_buffer("phase_bias", phase_bias, persistent=False)
 
     def _plain_weight(self) -> torch.Tensor:
         if self.winograd:
             return native.unpack_winograd_weights(self.weight, self.out_channels)
         if not self.packed:
             return self.weight
+        if self.transposed:
+            s, m = self.stride, self.taps // self.stride
+            rows = native.unpack_mix_weights(self.weight, s * self.out_channels)[0]  # [S C_out, m C_in]
+            phases = rows.reshape(s, self.out_channels, m, -1).flip(2)  # [r, o, j, i]: tap j S + r
+            return phases.permute(3, 1, 2, 0).reshape(-1, self.out_channels, self.taps)
         taps_by_channel = native.unpack_mix_weights(self.weight, self.out_channels)[0]
         return taps_by_channel.reshape(self.out_channels, self.taps, -1).transpose(1, 2)
 
@@ -249,6 +296,13 @@ class FastConv1d(nn.Module):
         return self.packed and x.device.type == "cpu" and not exporting()
 
     def _run(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+        if self.transposed:  # every phase in one product, then interleaved and the padding cut
+            s, m, c_out = self.stride, self.taps // self.stride, self.out_channels
+            phases = native.conv(x.float(), self.weight, s * c_out, m, 1, m - 1, self.phase_bias)
+            batch, _, steps = phases.shape
+            out = phases.view(batch, s, c_out, steps).permute(0, 2, 3, 1).reshape(batch, c_out, steps * s)
+            length = (x.shape[-1] - 1) * s - 2 * self.padding + self.taps
+            return out[..., self.padding : self.padding + length]
         if self.winograd:
             return native.winograd_conv(
                 x.float(), self.weight, self.out_channels, self.dilation, self.bias, residual
@@ -284,7 +338,12 @@ class FastConv1d(nn.Module):
 
     def adds_into(self, x: torch.Tensor, residual: torch.Tensor) -> bool:
         """Whether :meth:`add_into` can add conv(x) into (a contiguous copy of) ``residual``."""
-        return self._compiled(x) and residual.dtype == torch.float32 and residual.device.type == "cpu"
+        return (
+            self._compiled(x)
+            and not self.transposed
+            and residual.dtype == torch.float32
+            and residual.device.type == "cpu"
+        )
 
     def add_into(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         """residual += conv(x), in place, in the compiled kernel (see :meth:`adds_into`)."""
@@ -701,7 +760,10 @@ def _kernel_affine(
     reference paths (same cost: two passes): a channel that is constant in time (an unvoiced source)
     is normalised by dividing the rounding of x - mean by sqrt(eps), so only the same arithmetic
     gives the same result there."""
-    if _RUNNING_STATS.get() is not None or dtype == torch.float32:  # tiles: merged over the tiles so far
+    running = _RUNNING_STATS.get()
+    if running is not None:  # tiles: merged over the tiles so far
+        return _running_affine(x.float(), norm, s, running)
+    if dtype == torch.float32:
         source, scale, shift = adain_affine(x, norm, s)
         return source, torch.zeros_like(scale), scale, shift
     gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
@@ -758,7 +820,9 @@ class FastConvTranspose1d(nn.ConvTranspose1d):
     """A plain ConvTranspose1d computed in ``dtype`` with an fp32 result (same parameters)."""
 
     @classmethod
-    def adopt(cls, conv: nn.ConvTranspose1d, dtype: torch.dtype) -> FastConvTranspose1d:
+    def adopt(
+        cls, conv: nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool = True
+    ) -> FastConvTranspose1d:
         _require_plain(conv)
         new = cls(
             conv.in_channels,
@@ -773,10 +837,36 @@ class FastConvTranspose1d(nn.ConvTranspose1d):
             device="meta",
         )
         new.weight, new.bias = conv.weight, conv.bias
-        new.fast = FastConv1d(conv, dtype)
+        new.fast = FastConv1d(conv, dtype, compiled)
         return new
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        return cast(FastConv1d, self.fast)(x).float()
+
+
+class AdoptedConv1d(nn.Conv1d):
+    """A plain Conv1d computed by :class:`FastConv1d`, float32 result; it keeps the original
+    parameters, so state dicts and weight fingerprints see the same module as before."""
+
+    @classmethod
+    def adopt(cls, conv: nn.Conv1d, dtype: torch.dtype, compiled: bool = True) -> AdoptedConv1d:
+        _require_plain(conv)
+        new = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,  # type: ignore[arg-type]
+            conv.stride,  # type: ignore[arg-type]
+            conv.padding,  # type: ignore[arg-type]
+            conv.dilation,  # type: ignore[arg-type]
+            conv.groups,
+            conv.bias is not None,
+            device="meta",
+        )
+        new.weight, new.bias = conv.weight, conv.bias
+        new.fast = FastConv1d(conv, dtype, compiled)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cast(FastConv1d, self.fast)(x).float()
 
 
@@ -1010,10 +1100,10 @@ def generate_tiles(
         + [0]
     )
     tail = torch.zeros(0)
-    # one tile is the untiled computation: no statistics to carry (the running ones cost a centred
-    # copy per AdaIN layer and round differently from the untiled path)
+    # one tile is the untiled computation: no statistics to carry (the running ones round
+    # differently from the untiled path)
     carry = running_stats and len(bounds) > 2
-    running: dict[int, tuple[torch.Tensor, torch.Tensor, int]] | None = {} if carry else None
+    running: dict[object, tuple] | None = {} if carry else None
     for k in range(len(bounds) - 1):
         start, end = bounds[k], bounds[k + 1]
         lo, hi = max(0, start - margin), min(n, end + margin)
@@ -1165,16 +1255,22 @@ def accelerate(
             for name, child in list(module.named_children()):
                 if isinstance(child, nn.LSTM) and FastLSTM.fits(child):
                     setattr(module, name, FastLSTM.adopt(child))
-    if dtype != torch.float32:
-        for i, up in enumerate(gen.ups):
-            if not isinstance(up, FastConvTranspose1d):
-                gen.ups[i] = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype)
+    for i, up in enumerate(gen.ups):  # in float32, only where the compiled kernel takes them
+        if not isinstance(up, FastConvTranspose1d):
+            fast = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype, compiled)
+            if dtype != torch.float32 or cast(FastConv1d, fast.fast).packed:
+                gen.ups[i] = fast
+    if dtype == torch.float32 and type(gen.conv_post) is nn.Conv1d:  # oneDNN ran its 22 outputs at 4 GMAC/s
+        post = AdoptedConv1d.adopt(cast(nn.Conv1d, gen.conv_post), dtype, compiled)
+        if cast(FastConv1d, post.fast).packed:
+            gen.conv_post = post
     log.info("fast path on: fused AdaIN+Snake, block-DFT long kernels, %s convolutions", str(dtype)[6:])
     return dtype
 
 
 __all__ = [
     "TILE_MARGIN",
+    "AdoptedConv1d",
     "BlockDFTConv1d",
     "BranchPool",
     "ConcurrentGenerator",
