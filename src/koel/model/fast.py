@@ -816,6 +816,27 @@ class FastAdainResBlk1d(AdainResBlk1d):
         return self.fast2(x).float()
 
 
+def _adopted(cls, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool, **extra):  # type: ignore[no-untyped-def]
+    """A ``cls`` (Conv1d or ConvTranspose1d subclass) holding ``conv``'s own parameters, computed by a
+    :class:`FastConv1d` of it (child ``fast``)."""
+    _require_plain(conv)
+    new = cls(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None,
+        device="meta",
+        **extra,
+    )
+    new.weight, new.bias = conv.weight, conv.bias
+    new.fast = FastConv1d(conv, dtype, compiled)
+    return new
+
+
 class FastConvTranspose1d(nn.ConvTranspose1d):
     """A plain ConvTranspose1d computed in ``dtype`` with an fp32 result (same parameters)."""
 
@@ -823,22 +844,9 @@ class FastConvTranspose1d(nn.ConvTranspose1d):
     def adopt(
         cls, conv: nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool = True
     ) -> FastConvTranspose1d:
-        _require_plain(conv)
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            conv.stride,  # type: ignore[arg-type]
-            conv.padding,  # type: ignore[arg-type]
-            conv.output_padding,  # type: ignore[arg-type]
-            conv.groups,
-            conv.bias is not None,
-            conv.dilation,  # type: ignore[arg-type]
-            device="meta",
+        return cast(
+            FastConvTranspose1d, _adopted(cls, conv, dtype, compiled, output_padding=conv.output_padding)
         )
-        new.weight, new.bias = conv.weight, conv.bias
-        new.fast = FastConv1d(conv, dtype, compiled)
-        return new
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         return cast(FastConv1d, self.fast)(x).float()
@@ -850,21 +858,7 @@ class AdoptedConv1d(nn.Conv1d):
 
     @classmethod
     def adopt(cls, conv: nn.Conv1d, dtype: torch.dtype, compiled: bool = True) -> AdoptedConv1d:
-        _require_plain(conv)
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            conv.stride,  # type: ignore[arg-type]
-            conv.padding,  # type: ignore[arg-type]
-            conv.dilation,  # type: ignore[arg-type]
-            conv.groups,
-            conv.bias is not None,
-            device="meta",
-        )
-        new.weight, new.bias = conv.weight, conv.bias
-        new.fast = FastConv1d(conv, dtype, compiled)
-        return new
+        return cast(AdoptedConv1d, _adopted(cls, conv, dtype, compiled))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cast(FastConv1d, self.fast)(x).float()
