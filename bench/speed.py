@@ -7,7 +7,8 @@
 * quality  WER (Whisper base) and DNSMOS (speechmos) of that same audio (bars: WER <= export + 1
            point, DNSMOS >= export - 0.05), and of the same sentences with the generator in growing
            time tiles as Pipeline.pieces makes them (first tile --first-frames, each next
-           koel.pipeline.TILE_GROWTH times longer), with its log-mel correlation to the untiled audio
+           koel.pipeline.TILE_GROWTH times longer, statistics started from the voice's tile prior;
+           and without a prior, as pieces falls back to), with log-mel correlation to the untiled audio
 * ttfa     time to first audio of a 200-word paragraph, text in -> first audio out through the
            library: Pipeline.stream (first chunk whole) and Pipeline.pieces (what `koel say --stream`
            uses: first chunk's generator in growing tiles), for first-chunk limits 100 (default), 50;
@@ -185,27 +186,29 @@ def section_rtf(systems: Systems, inputs: list, rounds: int) -> dict[str, list[n
 
 
 def section_quality(
-    sentences: list[str], audio: dict[str, list[np.ndarray]], tiled: dict[str, list[np.ndarray]]
+    sentences: list[str], audio: dict[str, list[np.ndarray]], tiled: dict[str, tuple[str, list[np.ndarray]]]
 ) -> None:
+    """WER and DNSMOS of every engine's audio; ``tiled`` maps a label to (engine, its tiled audio),
+    compared also with that engine's untiled audio."""
     from model_quality import dnsmos
     from whisper_util import load_whisper, normalized_wer, transcribe
 
     whisper = load_whisper()
     print(f"\n## Quality of the same audio: Whisper base WER, DNSMOS overall ({len(sentences)} sentences)")
-    print(f"{'system':10s} {'WER %':>7s} {'DNSMOS':>7s}")
+    print(f"{'system':20s} {'WER %':>7s} {'DNSMOS':>7s}")
     scores = {}
     for name, clips in audio.items():
         wer = 100 * normalized_wer(sentences, [transcribe(whisper, a).text for a in clips])
         mos = float(np.mean([dnsmos(a) for a in clips]))
         scores[name] = (wer, mos)
-        print(f"{name:10s} {wer:7.2f} {mos:7.3f}")
-    for name, clips in tiled.items():
+        print(f"{name:20s} {wer:7.2f} {mos:7.3f}")
+    for label, (name, clips) in tiled.items():
         wer = 100 * normalized_wer(sentences, [transcribe(whisper, a).text for a in clips])
         mos = float(np.mean([dnsmos(a) for a in clips]))
-        scores[f"{name}-tiled"] = (wer, mos)
+        scores[label] = (wer, mos)
         corr = [log_mel_correlation(u, t) for u, t in zip(audio[name], clips, strict=True)]
         print(
-            f"{name + '-tiled':10s} {wer:7.2f} {mos:7.3f}   log-mel correlation with untiled: "
+            f"{label:20s} {wer:7.2f} {mos:7.3f}   log-mel correlation with untiled: "
             f"mean {np.mean(corr):.4f}, min {np.min(corr):.4f}"
         )
     ew, em = scores["export"]
@@ -249,6 +252,11 @@ def section_ttfa(systems: Systems, limits: list[int], first_frames: int, repeats
                 engine, voice="af_heart", lang="a", options=SynthesisOptions(first_chunk_phonemes=limit)
             )
             pipe.synthesize("Warm up the front end and the engine.")
+            t0 = time.perf_counter()
+            if pipe.tile_prior() is not None:  # once per voice (then read from koel's cache)
+                print(
+                    f"{name:8s} tile prior of af_heart: {time.perf_counter() - t0:.3f} s (made once per voice, then cached)"
+                )
             for path in ("stream", "pieces"):
                 times, stalls, seconds, text = [], [], 0.0, ""
                 for _ in range(repeats):
@@ -274,14 +282,17 @@ def section_ttfa(systems: Systems, limits: list[int], first_frames: int, repeats
                 )
 
 
-def tiled_audio(engine: object, inputs: list, first_frames: int) -> list[np.ndarray]:
+def tiled_audio(
+    engine: object, inputs: list, first_frames: int, growth: float, prior: object = None
+) -> list[np.ndarray]:
+    """Each input streamed as ``Pipeline.pieces`` streams a first chunk: growing tiles from
+    ``first_frames``, the tiles' statistics started from ``prior`` (or from nothing)."""
     from koel.backends.base import EngineRequest
-    from koel.pipeline import TILE_GROWTH
 
     out = []
     for ids, style in inputs:
         request = EngineRequest(tuple(ids), style, 1.0)
-        _, pieces = engine.stream(request, first_frames=first_frames, growth=TILE_GROWTH)  # type: ignore[attr-defined]
+        _, pieces = engine.stream(request, first_frames=first_frames, growth=growth, prior=prior)  # type: ignore[attr-defined]
         out.append(np.concatenate(list(pieces)))
     return out
 
@@ -490,11 +501,16 @@ def main() -> None:
     if "rtf" in sections or "quality" in sections:
         audio = section_rtf(systems, inputs, args.rounds)
         if "quality" in sections:
-            tiled = {
-                name: tiled_audio(engine, inputs, args.first_frames)
-                for name, engine in systems.engines.items()
-                if hasattr(engine, "stream")
-            }
+            from koel.pipeline import TILE_GROWTH, UNPRIMED_FIRST_TILE_FRAMES, UNPRIMED_TILE_GROWTH, Pipeline
+
+            tiled = {}
+            for name, engine in systems.engines.items():
+                if hasattr(engine, "stream"):  # as Pipeline.pieces runs a first chunk: with the voice's prior
+                    prior = Pipeline(engine, voice="af_heart", lang="a").tile_prior()
+                    primed = tiled_audio(engine, inputs, args.first_frames, TILE_GROWTH, prior)
+                    tiled[f"{name}-tiled"] = (name, primed)
+                    unprimed = tiled_audio(engine, inputs, UNPRIMED_FIRST_TILE_FRAMES, UNPRIMED_TILE_GROWTH)
+                    tiled[f"{name}-tiled-no-prior"] = (name, unprimed)
             section_quality(sentences, audio, tiled)
     if "ttfa" in sections:
         section_ttfa(systems, [int(v) for v in args.ttfa_limits.split(",")], args.first_frames)

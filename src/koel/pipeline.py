@@ -6,9 +6,13 @@ collects the same chunks (computed in padded batches) into one utterance.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +21,9 @@ from koel.constants import BUNDLED_FALLBACK_VOICE, DEFAULT_VOICE, FRAME_SAMPLES,
 from koel.tokenizer import VOCAB, with_boundaries
 from koel.types import AudioChunk, PhonemeChunk, WordTimestamp
 from koel.voices import Voice, VoiceError, VoiceStore, voice_language
+
+if TYPE_CHECKING:
+    from koel.model.fast import TilePrior
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +82,24 @@ class Utterance:
         return len(self.audio) / self.sample_rate
 
 
-#: First generator tile of :meth:`Pipeline.pieces` (80 frames per second of audio): 0.5 s. A 0.3 s
-#: tile comes 10 ms sooner but its AdaIN statistics are too short: DNSMOS -0.07 (bench/speed.py).
-FIRST_TILE_FRAMES = 40
+#: First generator tile of :meth:`Pipeline.pieces` (80 frames per second of audio) when the voice's
+#: tile prior is known (:meth:`Pipeline.tile_prior`): 0.3 s. The tiles' AdaIN statistics then start
+#: from a calibration sentence's, so the first tile need not be long to normalise well: over
+#: bench/speed.py's 30 sentences, tiled DNSMOS 3.332 and log-mel correlation 0.993 with the untiled
+#: audio, against 3.278 and 0.978 for a 0.5 s first tile without a prior (untiled: 3.357).
+FIRST_TILE_FRAMES = 24
 #: Each next tile of :meth:`Pipeline.pieces`' first chunk is this much longer than the one before.
-#: 1.5 gave the second tile more time (it came 130 ms before the first had played on the 2-core
-#: bench machine, against 50 ms with 2) but more tile edges and shorter statistics: tiled DNSMOS
-#: 3.224 against 3.278 with 2 (untiled 3.357; bench/speed.py quality section).
-TILE_GROWTH = 2.0
+#: A tile costs about 55 ms plus 3 ms per frame of its window (tile and 2 x 16 frames of context) on
+#: the 2-core bench machine, so the second tile must be small to be ready before the first (20
+#: frames once its crossfade is held back) has played: with 2.0 the paragraph stalled 0.05 s (median
+#: of 6 runs), with 1.5 0.016.
+TILE_GROWTH = 1.5
+#: The first tile and growth without a prior (an engine that cannot make one, or a calibration
+#: sentence the front end could not read): 0.5 s, doubling. A 0.3 s tile comes sooner but its AdaIN
+#: statistics, from its own window alone, are too short: tiled DNSMOS -0.07 (bench/speed.py); with
+#: growth 1.5, more tile edges and shorter statistics: 3.224 against 3.278.
+UNPRIMED_FIRST_TILE_FRAMES = 40
+UNPRIMED_TILE_GROWTH = 2.0
 
 #: Kokoro's audio runs ahead of its duration alignment: the sound of a token starts about three
 #: frames (75 ms) before the frames the duration predictor gives it. hexgrad's own pipeline shifts
@@ -91,6 +108,22 @@ LEAD_FRAMES = 3
 #: A word's edge frames quieter than this (dB below the chunk's loudest frame) are silence: the
 #: model gives a word's last phoneme the pause that follows it (a final "k" held for 300 ms).
 SILENCE_DB = -35.0
+
+#: One ordinary sentence per language, synthesised whole once per voice: its AdaIN statistics start
+#: the running statistics of the voice's tiled first chunks (:meth:`Pipeline.tile_prior`).
+CALIBRATION_TEXT = {
+    "a": "The quick brown fox jumps over the lazy dog, and then it runs away into the quiet green forest.",
+    "b": "The quick brown fox jumps over the lazy dog, and then it runs away into the quiet green forest.",
+    "e": "El rápido zorro marrón salta sobre el perro perezoso, y luego corre hacia el bosque tranquilo.",
+    "f": "Le rapide renard brun saute par-dessus le chien paresseux, puis il s'enfuit dans la forêt calme.",
+    "h": "तेज़ भूरी लोमड़ी आलसी कुत्ते के ऊपर से कूदती है, और फिर शांत हरे जंगल में भाग जाती है।",
+    "i": "La rapida volpe marrone salta sopra il cane pigro, e poi corre via nella foresta tranquilla.",
+    "j": "すばやい茶色の狐は怠け者の犬を飛び越えて、それから静かな緑の森へ走っていきました。",
+    "p": "A rápida raposa marrom pula sobre o cão preguiçoso, e depois corre para a floresta tranquila.",
+    "z": "敏捷的棕色狐狸跳过了那只懒狗，然后跑进了安静的绿色森林。",
+}
+#: Tile priors kept per pipeline (voices x languages; about 200 KB each).
+PRIOR_CACHE_SIZE = 16
 
 
 def _sized(frontend: object) -> bool:
@@ -220,6 +253,8 @@ class Pipeline:
         self.voice_note: str | None = None
         self.voice = self._resolve_default(voice) if not isinstance(voice, Voice) else voice
         self.lang = lang
+        self._priors: OrderedDict[tuple[str, str], TilePrior | None] = OrderedDict()
+        self._priors_lock = threading.Lock()
         self._frontends: dict[tuple[str, bool], object] = {}
         if frontend is not None:
             self._frontends[(getattr(frontend, "lang", lang or "a"), False)] = frontend
@@ -312,6 +347,46 @@ class Pipeline:
         style = voice.row(len(chunk.phonemes)).reshape(-1).numpy()
         return EngineRequest(ids=tuple(ids), style=style, speed=speed, long_form=chunk.index > 0)
 
+    def tile_prior(self, voice: str | Voice | None = None, lang: str | None = None) -> TilePrior | None:
+        """The AdaIN statistics that start ``voice``'s tiled first chunks in :meth:`pieces`, made once
+        per voice and language (the language's :data:`CALIBRATION_TEXT` synthesised whole; about the
+        cost of that sentence's synthesis) and kept; None where the engine cannot stream from a prior
+        or the front end cannot read the calibration sentence.
+
+        The prior depends only on the voice and language, never on earlier requests, so the same
+        text always gives the same audio.
+        """
+        make = getattr(self.engine, "tile_prior", None)
+        if make is None:
+            return None
+        v = self.get_voice(voice)
+        lang = self.language_for(v, lang)
+        key = (hashlib.sha256(v.pack.detach().cpu().numpy().tobytes()).hexdigest(), lang)
+        with self._priors_lock:
+            if key in self._priors:
+                self._priors.move_to_end(key)
+                return self._priors[key]
+        prior: TilePrior | None = None
+        try:
+            phonemes = self.frontend(lang).phonemize(CALIBRATION_TEXT.get(lang, CALIBRATION_TEXT["a"]))
+        except (ImportError, OSError, RuntimeError, ValueError) as exc:
+            log.warning("no tile prior for voice %s (%s): calibration text unreadable: %s", v.name, lang, exc)
+        else:
+            ids = with_boundaries(VOCAB[c] for c in phonemes if c in VOCAB)
+            style = v.row(len(phonemes)).reshape(-1).numpy()
+            prior = make(EngineRequest(ids=tuple(ids), style=style))
+        with self._priors_lock:
+            self._priors[key] = prior
+            while len(self._priors) > PRIOR_CACHE_SIZE:
+                self._priors.popitem(last=False)
+        return prior
+
+    def warm_up(self, voice: str | Voice | None = None) -> None:
+        """Run everything a first request would set up: one short synthesis and the voice's tile prior."""
+        self.synthesize("Warming up.", voice=voice)
+        if getattr(self.engine, "stream", None) is not None:
+            self.tile_prior(voice)
+
     def _pause(self, chunk: PhonemeChunk, last: bool, options: SynthesisOptions) -> float:
         if last:
             return 0.0
@@ -387,21 +462,39 @@ class Pipeline:
         speed: float | None = None,
         raw_phonemes: bool = False,
         options: SynthesisOptions | None = None,
-        first_tile_frames: int = FIRST_TILE_FRAMES,
-        tile_growth: float = TILE_GROWTH,
+        first_tile_frames: int | None = None,
+        tile_growth: float | None = None,
     ) -> Iterator[AudioPiece]:
         """Yield audio as soon as it is made: the lowest-latency way to play or pipe speech.
 
         The chunks are those of :meth:`stream`. On engines that stream (the default ``fast``
         engine), the first chunk's generator runs in time tiles, the first of ``first_tile_frames``
-        frames (80 per second) and each next ``tile_growth`` times longer, so the first audio is
-        ready after a fraction of the chunk's compute and every tile is made while earlier ones
-        play; later chunks stream in the engine's own tiles. Tiled audio approximates
-        :meth:`stream`'s (AdaIN statistics over the tiles so far; bench/speed.py measures both).
-        Other engines yield each chunk whole.
+        frames (80 per second) and each next ``tile_growth`` times longer (defaults
+        :data:`FIRST_TILE_FRAMES` and :data:`TILE_GROWTH`, or the ``UNPRIMED_`` ones without a
+        :meth:`tile_prior`), so the first audio is ready after a fraction of the chunk's compute
+        and every tile is made while earlier ones play; later chunks stream in the engine's own tiles. Tiled audio approximates
+        :meth:`stream`'s (AdaIN statistics over the voice's prior and the tiles so far;
+        bench/speed.py measures both). Other engines yield each chunk whole.
+
+        The first call for a voice first makes its tile prior (:meth:`tile_prior`; a server does it
+        at start for its default voice, :meth:`warm_up`).
         """
         options, v, source = self._plan(text, voice, lang, speed, raw_phonemes, options)
         stream = getattr(self.engine, "stream", None)
+        first: dict[str, object] = {}
+        if stream is not None:
+            prior = self.tile_prior(v, self.language_for(v, lang))
+            if prior is None:
+                first = {
+                    "first_frames": first_tile_frames or UNPRIMED_FIRST_TILE_FRAMES,
+                    "growth": tile_growth or UNPRIMED_TILE_GROWTH,
+                }
+            else:
+                first = {
+                    "first_frames": first_tile_frames or FIRST_TILE_FRAMES,
+                    "growth": tile_growth or TILE_GROWTH,
+                    "prior": prior,
+                }
         offset = 0.0
         for chunk in source:
             request = self._request(chunk, v, options.speed)
@@ -409,8 +502,7 @@ class Pipeline:
                 result = self.engine.run([request])[0]
                 durations, audio_pieces = result.durations, iter([result.audio])
             else:
-                tiles = {"first_frames": first_tile_frames, "growth": tile_growth} if chunk.index == 0 else {}
-                durations, audio_pieces = stream(request, **tiles)
+                durations, audio_pieces = stream(request, **(first if chunk.index == 0 else {}))
             made = []
             for audio in audio_pieces:
                 made.append(audio)

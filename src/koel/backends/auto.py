@@ -23,7 +23,7 @@ import torch
 from koel.backends.base import Engine, EngineRequest, EngineResult
 from koel.backends.torch_engine import TorchEngine, select_device
 from koel.model import KokoroModel
-from koel.model.fast import tile_window
+from koel.model.fast import TilePrior, tile_window
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ ENGINES = ("fast", "onnx", "torch")
 #: heap blocks chunk after chunk (bench/longform.py memory; see koel.memory). Quality in bench/tiling.py.
 CPU_TILE_FRAMES = 200
 CPU_WHOLE_FRAMES = 400
+#: Bump when the statistics a tile prior holds change meaning (cached priors are then remade).
+TILE_PRIOR_VERSION = "2"
 
 
 class EngineChoiceError(ValueError):
@@ -81,6 +83,7 @@ class FastTorchEngine(TorchEngine):
         if whole_frames is not None and whole_frames < 0:
             raise ValueError(f"whole_frames must be >= 0, got {whole_frames}")
         self.whole_frames = max(tile_frames, CPU_WHOLE_FRAMES if whole_frames is None else whole_frames)
+        self._fingerprint: str | None = None
         super().__init__(model, max_batch=max_batch)
 
     def _run_batch(self, requests: list[EngineRequest]) -> list[EngineResult]:
@@ -96,6 +99,7 @@ class FastTorchEngine(TorchEngine):
         first_frames: int | None = None,
         frames: int | None = None,
         growth: float = 1.0,
+        prior: TilePrior | None = None,
     ) -> tuple[np.ndarray, Iterator[np.ndarray]]:
         """(durations, audio pieces) of one utterance, its generator run in time tiles.
 
@@ -109,7 +113,9 @@ class FastTorchEngine(TorchEngine):
 
         ``first_frames`` asks for early first audio instead: the first piece covers that many
         generator frames (80 per second of audio), each next one is ``growth`` times longer, up to
-        ``frames`` (default: ``tile_frames``, or the rest in one piece when tiling is off).
+        ``frames`` (default: ``tile_frames``, or the rest in one piece when tiling is off), and
+        ``prior`` (from :meth:`tile_prior`) starts the tiles' AdaIN statistics from a calibration
+        utterance of the same voice, so a short first tile still sounds like the untiled audio.
 
         Tiled audio approximates the untiled audio (AdaIN statistics, see
         :func:`koel.model.fast.generate_tiles`).
@@ -135,9 +141,53 @@ class FastTorchEngine(TorchEngine):
             )
         else:  # early first audio
             tiles = stream_tiles(
-                self.model, ids, style, request.speed, first_frames=first_frames, frames=frames, growth=growth
+                self.model,
+                ids,
+                style,
+                request.speed,
+                first_frames=first_frames,
+                frames=frames,
+                growth=growth,
+                prior=prior,
             )
         return tiles.durations.cpu().numpy(), (piece.cpu().numpy() for piece in tiles.pieces)
+
+    def tile_prior(self, request: EngineRequest) -> TilePrior:
+        """AdaIN statistics of ``request`` synthesised whole, to pass as :meth:`stream`'s ``prior``
+        for other utterances of the same voice (one synthesis without its inverse transform).
+
+        Kept under ``<koel cache>/tiles``, keyed by the weights and the request, so a new process
+        (``koel say --stream``) reads it instead of synthesising the calibration again.
+        """
+        import hashlib
+
+        from koel.clone.cache import cache_path, load_cached, model_fingerprint, save_cached
+        from koel.model.fast import tile_prior
+
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        style = np.ascontiguousarray(request.style, dtype=np.float32)
+        digest = hashlib.sha256(np.asarray(request.ids, dtype=np.int64).tobytes() + style.tobytes())
+        path = cache_path(
+            "prior",
+            TILE_PRIOR_VERSION,
+            self._fingerprint,
+            digest.hexdigest(),
+            repr(request.speed),
+            folder="tiles",
+        )
+        state = load_cached(path)
+        if state is not None:
+            try:
+                stored = TilePrior.from_state(state)
+                stored.check(self.model.decoder)
+                return stored
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("recomputing the tile prior in %s (%s)", path, exc)
+        ids = torch.tensor([request.ids])
+        prior = tile_prior(self.model, ids, torch.from_numpy(style).reshape(1, -1), request.speed)
+        save_cached(path, prior.state())
+        return prior
 
 
 _TUNED = False

@@ -1,4 +1,4 @@
-"""Small derived results (probe embeddings, edit directions) kept under ``<koel cache>/clone``.
+"""Small derived results (probe embeddings, edit directions, tile priors) kept under ``<koel cache>``.
 
 Entries are keyed by a hash of everything they depend on (voice packs, model weights, probe text),
 written atomically, loaded with ``weights_only=True``, and silently recomputed when unreadable.
@@ -30,10 +30,10 @@ def model_fingerprint(model: KokoroModel) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_path(kind: str, *parts: str, cache: Path | None = None) -> Path:
-    """``<cache>/clone/<kind>-<hash of parts>.pt``."""
+def cache_path(kind: str, *parts: str, cache: Path | None = None, folder: str = "clone") -> Path:
+    """``<cache>/<folder>/<kind>-<hash of parts>.pt``."""
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:20]
-    return (cache or cache_dir()) / "clone" / f"{kind}-{key}.pt"
+    return (cache or cache_dir()) / folder / f"{kind}-{key}.pt"
 
 
 def load_cached(path: Path) -> dict[str, Any] | None:

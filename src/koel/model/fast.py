@@ -25,7 +25,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, copy_context
 from dataclasses import dataclass
@@ -808,12 +808,21 @@ class FastAdainResBlk1d(AdainResBlk1d):
     def _residual(
         self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None, out_mask: torch.Tensor | None
     ) -> torch.Tensor:
-        x = F.leaky_relu(self.norm1(x, s, mask), 0.2)
+        x = F.leaky_relu(_norm(self.norm1, x, s, mask), 0.2)
         if self.upsample:
             x = self.pool(x)
             x = x if out_mask is None else x * out_mask
-        x = F.leaky_relu(self.norm2(self.fast1(x).float(), s, out_mask), 0.2)
+        x = F.leaky_relu(_norm(self.norm2, self.fast1(x).float(), s, out_mask), 0.2)
         return self.fast2(x).float()
+
+
+def _norm(norm: AdaIN1d, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``norm(x, s, mask)``, over the running statistics of a tiled stream where one is running
+    (the decoder's head window, :func:`stream_tiles`)."""
+    if mask is None and _RUNNING_STATS.get() is not None and not exporting():
+        source, scale, shift = adain_affine(x, norm, s)
+        return source * scale + shift
+    return norm(x, s, mask)
 
 
 def _adopted(cls, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool, **extra):  # type: ignore[no-untyped-def]
@@ -1040,9 +1049,77 @@ def tile_bounds(n: int, first_frames: int, frames: int, growth: float = 1.0, who
     return bounds + [start + (rest * k) // count for k in range(1, count + 1)]
 
 
+@dataclass(frozen=True)
+class TilePrior:
+    """AdaIN statistics of one whole utterance, to start a tiled generator's running statistics.
+
+    A tiled generator normalises each AdaIN layer over the tiles computed so far (see
+    :func:`generate_tiles`), so its first tile has only its own short window to normalise over, and
+    the shorter that window the further its level and timbre stray from the untiled audio. Starting
+    the running statistics from another utterance of the same voice (a calibration sentence, see
+    :func:`tile_prior`) fixes that: the first tile then normalises over the calibration's statistics
+    merged with its own, and each later tile leans less on the calibration as its own frames add up.
+
+    ``stats`` maps each fused AdaIN layer of the decoder and generator (its module name under
+    ``model.decoder``) to the calibration's (mean, centred sum of squares, count), the first two
+    float64 [1, C, 1]. ``weight`` scales the calibration's count (and sum of squares) when merged: 1
+    counts it as the frames it had.
+    """
+
+    stats: dict[str, tuple[torch.Tensor, torch.Tensor, float]]
+    weight: float = 1.0
+
+    def running(self, decoder: nn.Module) -> dict[object, tuple]:
+        """Running statistics (:func:`generate_tiles`' ``running``) that start from this prior."""
+        if self.weight <= 0:
+            return {}
+        ids = {name: id(m) for name, m in decoder.named_modules() if isinstance(m, AdaIN1d)}
+        w = self.weight
+        return {ids[k]: (mean, m2 * w, count * w) for k, (mean, m2, count) in self.stats.items() if k in ids}
+
+    def check(self, decoder: nn.Module) -> None:
+        """Raise ValueError unless this prior holds statistics of exactly ``decoder``'s fused AdaIN
+        layers, shaped as they are (a prior made for other weights or another koel changes nothing
+        or everything, silently)."""
+        layers = {name: m for name, m in decoder.named_modules() if isinstance(m, AdaIN1d)}
+        if set(self.stats) != set(layers):
+            raise ValueError(
+                f"tile prior layers differ from the model's ({len(self.stats)} vs {len(layers)})"
+            )
+        for name, (mean, m2, _) in self.stats.items():
+            channels = cast(nn.Linear, layers[name].fc).out_features // 2
+            if mean.shape[-2:] != (channels, 1) or m2.shape != mean.shape:
+                raise ValueError(f"tile prior statistics of {name} have shape {list(mean.shape)}")
+
+    def state(self) -> dict[str, object]:
+        """Plain tensors and numbers (for ``torch.save`` / ``torch.load(weights_only=True)``)."""
+        return {
+            "weight": self.weight,
+            "names": list(self.stats),
+            "means": [v[0] for v in self.stats.values()],
+            "m2": [v[1] for v in self.stats.values()],
+            "counts": [float(v[2]) for v in self.stats.values()],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> TilePrior:
+        names, means, m2, counts = state["names"], state["means"], state["m2"], state["counts"]
+        if not len(names) == len(means) == len(m2) == len(counts):
+            raise ValueError("tile prior state: names, means, m2 and counts differ in length")
+        stats = {
+            str(n): (
+                torch.as_tensor(a, dtype=torch.float64),
+                torch.as_tensor(b, dtype=torch.float64),
+                float(c),
+            )
+            for n, a, b, c in zip(names, means, m2, counts, strict=True)
+        }
+        return cls(stats, float(state["weight"]))
+
+
 def generate_tiles(
     gen: Generator,
-    x: torch.Tensor,
+    x: torch.Tensor | Callable[[], torch.Tensor],
     s: torch.Tensor,
     har: torch.Tensor,
     bounds: list[int],
@@ -1051,6 +1128,8 @@ def generate_tiles(
     overlap: int = 8,
     running_stats: bool = True,
     width: int = 0,
+    running: dict[object, tuple] | None = None,
+    head: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Run the generator over ``x`` [1, C, n] (80 Hz) tile by tile; yield consecutive audio pieces.
 
@@ -1065,6 +1144,12 @@ def generate_tiles(
     included: the last tile sees the whole utterance's statistics and the first only its own
     (margins counted twice, about 8% of 400-frame tiles); otherwise each tile uses its own span.
     Fused AdaIN layers (:func:`accelerate`) only; the reference blocks always use their own span.
+    ``running`` (:meth:`TilePrior.running`) starts the running statistics from a calibration
+    utterance's instead of from nothing, so even a short first tile normalises over a long span.
+
+    ``x`` may be a function that returns it (called once, when a tile first needs it), with ``head``
+    the features of the utterance's first frames computed on their own: a tile that fits in
+    ``head`` is computed from it, so the first tile need not wait for the whole utterance's features.
 
     ``width`` > 0 computes every tile on a window of exactly that many frames (or the whole
     utterance if shorter), centred on the tile and moved inward at the ends: then every tile of
@@ -1074,7 +1159,9 @@ def generate_tiles(
     """
     if not 0 <= overlap <= margin:
         raise ValueError(f"overlap must be between 0 and margin ({margin}), got {overlap}")
-    n = x.shape[-1]
+    n = bounds[-1]
+    if isinstance(x, torch.Tensor) and x.shape[-1] != n:
+        raise ValueError(f"tile bounds end at frame {n}, but x has {x.shape[-1]} frames")
     width = width if len(bounds) > 2 else 0  # one tile: the utterance itself
     longest = max(b - a for a, b in itertools.pairwise(bounds))
     if width and width < tile_window(longest, margin):
@@ -1097,16 +1184,23 @@ def generate_tiles(
     # one tile is the untiled computation: no statistics to carry (the running ones round
     # differently from the untiled path)
     carry = running_stats and len(bounds) > 2
-    running: dict[object, tuple] | None = {} if carry else None
+    stats = (running if running is not None else {}) if carry else None
+    whole: torch.Tensor | None = x if isinstance(x, torch.Tensor) else None
     for k in range(len(bounds) - 1):
         start, end = bounds[k], bounds[k + 1]
         lo, hi = max(0, start - margin), min(n, end + margin)
         if width:
             lo = min(max(0, (start + end - width) // 2), max(0, n - width))
             hi = min(n, lo + width)
-        token = _RUNNING_STATS.set(running)
+        if head is not None and hi <= head.shape[-1]:
+            features = head[..., lo:hi]
+        else:
+            if whole is None:
+                whole = cast(Callable[[], torch.Tensor], x)()
+            features = whole[..., lo:hi]
+        token = _RUNNING_STATS.set(stats)
         try:
-            spec = gen(x[..., lo:hi], s, None, har=har[..., per * lo : per * hi + 1])
+            spec = gen(features, s, None, har=har[..., per * lo : per * hi + 1])
         finally:
             _RUNNING_STATS.reset(token)
         audio = gen.spectrogram_to_audio(spec)[0].float()
@@ -1118,6 +1212,100 @@ def generate_tiles(
             piece = torch.cat([tail * (1 - fade) + piece[: 2 * h0] * fade, piece[2 * h0 :]])
         tail = audio[stop : stop + 2 * h1]
         yield piece
+
+
+def _utterance(
+    model: KokoroModel, input_ids: torch.Tensor, ref_s: torch.Tensor, speed: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The text side of one utterance: (ids, s_a, s_p, d, durations), batch 1, inputs checked."""
+    ids = input_ids.to(model.device)
+    style = ref_s.to(model.device, torch.float32)
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError(f"one utterance at a time: input_ids [1, T], got {list(ids.shape)}")
+    model.check_inputs(ids, style, None)
+    with torch.no_grad():
+        s_a, s_p = model._split_style(style)
+        d, logits = model.prosody_features(ids, None, s_p)
+        speed_t = torch.tensor([float(speed)], device=ids.device)
+        durations = model.durations_from_logits(logits, speed_t)
+    return ids, s_a, s_p, d, durations
+
+
+def _frame_features(
+    model: KokoroModel,
+    ids: torch.Tensor,
+    s_p: torch.Tensor,
+    d: torch.Tensor,
+    durations: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The decoder's inputs for one utterance: (aligned text features [1, C, F] at 40 Hz, F0 and
+    energy [1, 2F] at 80 Hz)."""
+    from koel.model.kokoro import alignment_from_durations
+
+    with torch.no_grad():
+        alignment = alignment_from_durations(durations)
+        f0, energy = model.predictor.f0_energy(d.transpose(1, 2) @ alignment, s_p, None)
+        asr = model.text_encoder(ids, None, None) @ alignment
+    return asr, f0, energy
+
+
+#: Frames (80 Hz) of context past the end of the decoder's head window (:func:`stream_tiles`): its
+#: convolutions see about 20 frames on each side (nine 3-tap layers at 40 Hz, two at 80 Hz).
+DECODER_MARGIN = 24
+#: Tiles computed from the decoder's head window, before the decoder runs over the whole utterance.
+#: Two: after the first tile a player holds only that tile's audio (0.25 s), too little to also
+#: wait for the whole decoder (about 80 ms for 3 s of speech): with one, the paragraph of
+#: bench/speed.py stalled 0.09 s (median of 6) after its first piece, with two 0.05.
+HEAD_TILES = 2
+
+
+def _decoder_head(
+    decoder: Decoder,
+    asr: torch.Tensor,
+    f0: torch.Tensor,
+    energy: torch.Tensor,
+    s: torch.Tensor,
+    frames: int,
+    running: dict[object, tuple],
+) -> torch.Tensor | None:
+    """The generator input of the first ``frames`` frames (80 Hz), the decoder run on them and
+    :data:`DECODER_MARGIN` more only, its AdaIN statistics merged into ``running``; None when that
+    window is (nearly) the whole utterance."""
+    half = -(-(frames + DECODER_MARGIN) // 2)  # 40 Hz frames
+    if 2 * half >= f0.shape[-1]:
+        return None
+    token = _RUNNING_STATS.set(running)
+    try:
+        with torch.no_grad():
+            x = _decoder_features(decoder, asr[..., :half], f0[..., : 2 * half], energy[..., : 2 * half], s)
+    finally:
+        _RUNNING_STATS.reset(token)
+    return x[..., :frames]
+
+
+def tile_prior(
+    model: KokoroModel, input_ids: torch.Tensor, ref_s: torch.Tensor, speed: float = 1.0, weight: float = 1.0
+) -> TilePrior:
+    """The AdaIN statistics of one whole (calibration) utterance, as a :class:`TilePrior`.
+
+    Costs one synthesis without its inverse transform. Only the accelerated decoder and generator
+    blocks (:func:`accelerate`) keep running statistics; on a model without them the prior is empty
+    and changes nothing.
+    """
+    ids, s_a, s_p, d, durations = _utterance(model, input_ids, ref_s, speed)
+    asr, f0, energy = _frame_features(model, ids, s_p, d, durations)
+    running: dict[object, tuple] = {}
+    token = _RUNNING_STATS.set(running)
+    try:
+        with torch.no_grad():
+            x = _decoder_features(model.decoder, asr, f0, energy, s_a)
+            gen = cast(Generator, model.decoder.generator)
+            gen(x, s_a, None, har=gen.harmonic_features(f0))
+    finally:
+        _RUNNING_STATS.reset(token)
+    names = {id(m): name for name, m in model.decoder.named_modules() if isinstance(m, AdaIN1d)}
+    stats = {names[k]: cast(tuple, v) for k, v in running.items() if k in names}
+    return TilePrior(stats, weight)
 
 
 def stream_tiles(
@@ -1134,6 +1322,7 @@ def stream_tiles(
     growth: float = 1.0,
     whole: int = 0,
     fixed_width: bool = False,
+    prior: TilePrior | None = None,
 ) -> TileStream:
     """Synthesize one utterance with the generator run in time tiles (early first audio, bounded memory).
 
@@ -1144,34 +1333,38 @@ def stream_tiles(
     cannot reproduce exactly is AdaIN's statistics, which the untiled generator takes over the
     whole utterance (see ``running_stats`` there); the approximation is measured in bench/tiling.py
     and bench/speed.py (ttfa section).
+
+    With a ``prior`` (:func:`tile_prior` of a calibration utterance of the same voice) the running
+    statistics start from the prior's, and the first tile does not wait for the decoder to run over
+    the whole utterance: the decoder runs first on that tile's window alone (plus
+    :data:`DECODER_MARGIN` frames; its AdaIN statistics likewise merged with the prior's), and on
+    the whole utterance, as untiled, only for the tiles after it.
     """
     if first_frames < 1 or frames < 1 or margin < 0:
         raise ValueError(f"tile sizes must be positive, got first_frames={first_frames}, frames={frames}")
-    ids = input_ids.to(model.device)
-    style = ref_s.to(model.device, torch.float32)
-    if ids.dim() != 2 or ids.shape[0] != 1:
-        raise ValueError(f"stream_tiles takes one utterance: input_ids [1, T], got {list(ids.shape)}")
-    model.check_inputs(ids, style, None)
-    with torch.no_grad():
-        s_a, s_p = model._split_style(style)
-        d, logits = model.prosody_features(ids, None, s_p)
-        speed_t = torch.tensor([float(speed)], device=ids.device)
-        durations = model.durations_from_logits(logits, speed_t)
+    ids, s_a, s_p, d, durations = _utterance(model, input_ids, ref_s, speed)
 
     def pieces() -> Iterator[torch.Tensor]:
-        from koel.model.kokoro import alignment_from_durations
+        asr, f0, energy = _frame_features(model, ids, s_p, d, durations)
+        gen = cast(Generator, model.decoder.generator)
+        with torch.no_grad():
+            har = gen.harmonic_features(f0)
+        bounds = tile_bounds(f0.shape[-1], first_frames, frames, growth, whole)
+        running, head = None, None
+        if prior is not None and prior.weight > 0 and running_stats and len(bounds) > 2:
+            running = prior.running(model.decoder)
+            if not fixed_width:  # the first tiles from the decoder run on their own window
+                covered = bounds[min(HEAD_TILES, len(bounds) - 1)]
+                head = _decoder_head(model.decoder, asr, f0, energy, s_a, covered + margin, running)
+
+        def features() -> torch.Tensor:
+            with torch.no_grad():
+                return _decoder_features(model.decoder, asr, f0, energy, s_a)
 
         with torch.no_grad():
-            alignment = alignment_from_durations(durations)
-            f0, energy = model.predictor.f0_energy(d.transpose(1, 2) @ alignment, s_p, None)
-            asr = model.text_encoder(ids, None, None) @ alignment
-            x = _decoder_features(model.decoder, asr, f0, energy, s_a)
-            gen = cast(Generator, model.decoder.generator)
-            har = gen.harmonic_features(f0)
-            bounds = tile_bounds(x.shape[-1], first_frames, frames, growth, whole)
             yield from generate_tiles(
                 gen,
-                x,
+                features,
                 s_a,
                 har,
                 bounds,
@@ -1179,6 +1372,8 @@ def stream_tiles(
                 overlap=overlap,
                 running_stats=running_stats,
                 width=tile_window(frames, margin) if fixed_width else 0,
+                running=running,
+                head=head,
             )
 
     return TileStream(durations[0], pieces())
@@ -1274,6 +1469,7 @@ __all__ = [
     "FastConvTranspose1d",
     "FastLSTM",
     "FastLinear",
+    "TilePrior",
     "TileStream",
     "accelerate",
     "adain_snake",
@@ -1285,5 +1481,6 @@ __all__ = [
     "set_concurrent_branches",
     "stream_tiles",
     "tile_bounds",
+    "tile_prior",
     "tile_window",
 ]
