@@ -1255,7 +1255,8 @@ DECODER_MARGIN = 24
 #: Tiles computed from the decoder's head window, before the decoder runs over the whole utterance.
 #: Two: after the first tile a player holds only that tile's audio (0.25 s), too little to also
 #: wait for the whole decoder (about 80 ms for 3 s of speech): with one, the paragraph of
-#: bench/speed.py stalled 0.09 s (median of 6) after its first piece, with two 0.05.
+#: bench/speed.py stalled 0.09 s (median of 6 runs, tiles doubling) after its first piece, with two
+#: 0.05; with two and tiles growing by 1.5 (koel.pipeline.TILE_GROWTH) 0.016.
 HEAD_TILES = 2
 
 
@@ -1336,9 +1337,9 @@ def stream_tiles(
 
     With a ``prior`` (:func:`tile_prior` of a calibration utterance of the same voice) the running
     statistics start from the prior's, and the first tile does not wait for the decoder to run over
-    the whole utterance: the decoder runs first on that tile's window alone (plus
-    :data:`DECODER_MARGIN` frames; its AdaIN statistics likewise merged with the prior's), and on
-    the whole utterance, as untiled, only for the tiles after it.
+    the whole utterance: the decoder runs first on the first :data:`HEAD_TILES` tiles' window alone
+    (plus :data:`DECODER_MARGIN` frames; its AdaIN statistics likewise merged with the prior's), and
+    on the whole utterance, as untiled, only for the tiles after them.
     """
     if first_frames < 1 or frames < 1 or margin < 0:
         raise ValueError(f"tile sizes must be positive, got first_frames={first_frames}, frames={frames}")
