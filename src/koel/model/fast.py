@@ -1049,6 +1049,11 @@ def tile_bounds(n: int, first_frames: int, frames: int, growth: float = 1.0, who
     return bounds + [start + (rest * k) // count for k in range(1, count + 1)]
 
 
+def _adain_layers(decoder: nn.Module) -> dict[str, AdaIN1d]:
+    """The AdaIN layers of the decoder and generator by module name: what a :class:`TilePrior` keys."""
+    return {name: m for name, m in decoder.named_modules() if isinstance(m, AdaIN1d)}
+
+
 @dataclass(frozen=True)
 class TilePrior:
     """AdaIN statistics of one whole utterance, to start a tiled generator's running statistics.
@@ -1073,15 +1078,18 @@ class TilePrior:
         """Running statistics (:func:`generate_tiles`' ``running``) that start from this prior."""
         if self.weight <= 0:
             return {}
-        ids = {name: id(m) for name, m in decoder.named_modules() if isinstance(m, AdaIN1d)}
-        w = self.weight
-        return {ids[k]: (mean, m2 * w, count * w) for k, (mean, m2, count) in self.stats.items() if k in ids}
+        layers, w = _adain_layers(decoder), self.weight
+        return {
+            id(layers[k]): (mean, m2 * w, count * w)
+            for k, (mean, m2, count) in self.stats.items()
+            if k in layers
+        }
 
     def check(self, decoder: nn.Module) -> None:
         """Raise ValueError unless this prior holds statistics of exactly ``decoder``'s fused AdaIN
         layers, shaped as they are (a prior made for other weights or another koel changes nothing
         or everything, silently)."""
-        layers = {name: m for name, m in decoder.named_modules() if isinstance(m, AdaIN1d)}
+        layers = _adain_layers(decoder)
         if set(self.stats) != set(layers):
             raise ValueError(
                 f"tile prior layers differ from the model's ({len(self.stats)} vs {len(layers)})"
@@ -1304,7 +1312,7 @@ def tile_prior(
             gen(x, s_a, None, har=gen.harmonic_features(f0))
     finally:
         _RUNNING_STATS.reset(token)
-    names = {id(m): name for name, m in model.decoder.named_modules() if isinstance(m, AdaIN1d)}
+    names = {id(m): name for name, m in _adain_layers(model.decoder).items()}
     stats = {names[k]: cast(tuple, v) for k, v in running.items() if k in names}
     return TilePrior(stats, weight)
 
