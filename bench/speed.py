@@ -86,7 +86,6 @@ class Systems:
     """The official export and koel's engines, each a callable (ids, style row) -> audio."""
 
     def __init__(self, engines: list[str], threads: int) -> None:
-        from koel.backends.auto import default_engine
         from koel.paths import cache_dir
         from koel.reference import OfficialOnnxReference
         from koel.weights.onnx_import import official_onnx_path
@@ -94,7 +93,18 @@ class Systems:
         path = official_onnx_path(cache_dir())
         self.reference = OfficialOnnxReference(path, threads=threads)
         self.quiet_reference = _NoSpinReference(path, threads=threads)
-        self.engines = {name: default_engine(name, threads=threads) for name in engines}
+        self.engines = {name: self._engine(name, threads) for name in engines}
+
+    @staticmethod
+    def _engine(name: str, threads: int) -> object:
+        """An engine by name; ``fast-float-bert`` is ``fast`` with PL-BERT's products in float32."""
+        from koel.backends.auto import FastTorchEngine, default_engine, tune_cpu_process
+        from koel.weights.loading import load_model
+
+        if name == "fast-float-bert":
+            tune_cpu_process(threads)
+            return FastTorchEngine(load_model(), int8_text=False)
+        return default_engine(name, threads=threads)
 
     def run(self, name: str, ids: list[int], style: np.ndarray) -> np.ndarray:
         from koel.backends.base import EngineRequest

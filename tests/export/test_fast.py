@@ -23,6 +23,8 @@ from koel.model.fast import (
     FastLSTM,
     accelerate,
     adain_snake,
+    int8_linear_available,
+    int8_rows,
     plan_conv,
 )
 from koel.model.generator import snake
@@ -180,6 +182,95 @@ def test_fast_linear_keeps_the_parameters_and_the_result():
     x = torch.randn(4, 20, requires_grad=True)  # autograd: nn.Linear's own product
     fast(x).sum().backward()
     assert x.grad is not None and linear.weight.grad is not None
+
+
+def _int8_grid_linear(
+    n_in: int, n_out: int, levels: int = 64, seed: int = 0
+) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    """A linear layer whose rows are int8 multiples of their own scale, as the official export stores them."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-levels, levels + 1, (n_out, n_in), generator=g)
+    q[:, 0] = levels  # every row reaches the top level, as a max-abs quantiser's rows do
+    scale = torch.rand(n_out, generator=g, dtype=torch.float64) * 0.01 + 0.001
+    linear = nn.Linear(n_in, n_out)
+    with torch.no_grad():
+        linear.weight.copy_((q * scale[:, None]).float())
+    return linear, q, scale
+
+
+def _export_int8_linear(
+    x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor
+) -> torch.Tensor:
+    """onnxruntime's DynamicQuantizeLinear + MatMulInteger in float64: uint8 activations per tensor
+    (range widened to hold 0), int32 sums, then both scales and the bias."""
+    x = x.double()
+    lo, hi = min(0.0, float(x.min())), max(0.0, float(x.max()))
+    step = (hi - lo) / 255
+    zero = min(255, max(0, round(-lo / step)))
+    xq = torch.clamp(torch.round(x / step) + zero, 0, 255)
+    return ((xq - zero) @ q.double().t()) * step * scale[None, :] + bias.double()
+
+
+def test_int8_rows_recovers_exact_per_channel_int8_weights_only():
+    for levels in (64, 127):
+        linear, q, scale = _int8_grid_linear(40, 24, levels)
+        rows = int8_rows(linear.weight)
+        assert rows is not None
+        got_q, got_scale, got_levels = rows
+        assert got_levels == levels and torch.equal(got_q.long(), q)
+        assert torch.allclose(got_scale, scale, rtol=1e-6)
+    assert int8_rows(nn.Linear(40, 24).weight) is None  # float weights: no int8 grid
+    off = _int8_grid_linear(40, 24)[0]
+    with torch.no_grad():
+        off.weight[3, 5] += 0.3 * float(off.weight[3].abs().max()) / 64  # one value off its row's grid
+    assert int8_rows(off.weight) is None
+
+
+@pytest.mark.skipif(not int8_linear_available(), reason="PyTorch's int8 linear (FBGEMM) is x86 only")
+def test_fast_linear_in_int8_computes_the_exports_integer_product():
+    torch.manual_seed(0)
+    linear, q, scale = _int8_grid_linear(96, 80)
+    fast = FastLinear.adopt(linear, int8=True)
+    assert fast.int8 is not None
+    assert set(fast.state_dict()) == {"weight", "bias"}
+    x = torch.randn(1, 30, 96) * 2
+    with torch.no_grad():
+        out, exact = fast(x), linear(x)
+    export = _export_int8_linear(x[0], q, scale, linear.bias.detach())[None]
+    # the integer product of the export, to float rounding; 8-bit activations keep it within ~1% of float
+    assert _rel(out, export) < 1e-4, _rel(out, export)
+    assert 1e-4 < _rel(out, exact) < 0.02, _rel(out, exact)
+    x = torch.randn(2, 96, requires_grad=True)  # autograd: float product
+    assert _rel(fast(x).detach(), linear(x).detach()) < 2e-6
+    plain = FastLinear.adopt(nn.Linear(96, 80), int8=True)  # float weights stay float
+    assert plain.int8 is None
+
+
+@pytest.mark.skipif(not int8_linear_available(), reason="PyTorch's int8 linear (FBGEMM) is x86 only")
+def test_accelerate_runs_pl_berts_products_in_int8_only_where_the_weights_are_int8(tiny_model):
+    tiny_model.fold_weight_norm()
+    model = copy.deepcopy(tiny_model)
+    accelerate(model, "fp32")  # the tiny model's random weights: float products
+    linears = [m for m in model.bert.modules() if isinstance(m, FastLinear)]
+    assert linears and all(m.int8 is None for m in linears)
+    model = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        for m in model.bert.modules():
+            if type(m) is nn.Linear:
+                scale = m.weight.abs().amax(dim=1, keepdim=True) / 64
+                m.weight.copy_(torch.round(m.weight / scale) * scale)
+    ids = torch.randint(1, 100, (1, 20))
+    with torch.no_grad():
+        ref = model.bert(ids)
+    off = copy.deepcopy(model)
+    accelerate(off, "fp32", int8_text=False)
+    assert all(m.int8 is None for m in off.bert.modules() if isinstance(m, FastLinear))
+    accelerate(model, "fp32")
+    linears = [m for m in model.bert.modules() if isinstance(m, FastLinear)]
+    assert linears and all(m.int8 is not None for m in linears)
+    with torch.no_grad():
+        out = model.bert(ids)
+    assert 0 < _rel(out, ref) < 0.05, _rel(out, ref)
 
 
 def test_fast_lstm_keeps_the_parameters_and_the_result():

@@ -52,6 +52,9 @@ class FastTorchEngine(TorchEngine):
     default :data:`CPU_WHOLE_FRAMES`, at least ``tile_frames``) runs its generator in crossfaded time
     tiles of at most ``tile_frames`` (:func:`koel.model.fast.generate_tiles`), so the activations
     (about 21 MB live per second of audio) stay those of one tile. Shorter utterances are untiled.
+
+    ``int8_text`` runs PL-BERT's products in int8 where its weights are exact int8 (the embedded
+    weights are); None: on unless ``KOEL_INT8_TEXT=0`` (see :func:`koel.model.fast.accelerate`).
     """
 
     name = "fast"
@@ -64,11 +67,12 @@ class FastTorchEngine(TorchEngine):
         max_batch: int | None = None,
         tile_frames: int | None = None,
         whole_frames: int | None = None,
+        int8_text: bool | None = None,
     ) -> None:
         from koel.memory import trim
         from koel.model.fast import accelerate
 
-        self.dtype = accelerate(model, precision)
+        self.dtype = accelerate(model, precision, int8_text=int8_text)
         # Building the fast blocks (block-DFT spectra in float64, packed weights) frees about 300 MB of
         # temporaries that glibc would keep under koel's trim threshold: a server at rest kept them.
         trim()

@@ -10,7 +10,10 @@ subclasses that keep every parameter (same ``state_dict``) and compute the same 
   frequency domain (3-5x fewer multiply-adds): batched GEMMs between two transforms that run in
   koel's compiled kernel (:mod:`koel.model.native`) where a C compiler is found, else as GEMMs;
 * optional bfloat16 convolutions (fp32 accumulation, fp32 residual stream) where the hardware runs
-  them natively (AVX512-BF16 / AMX CPUs, recent GPUs).
+  them natively (AVX512-BF16 / AMX CPUs, recent GPUs);
+* PL-BERT's products in int8 with dynamically quantised activations, as the official int8 export
+  runs them, where the weights are exact int8 (the embedded ones, dequantised from that export):
+  :class:`FastLinear`.
 
 With ``precision="fp32"`` the outputs equal the reference modules to float rounding; ``"bf16"`` adds
 about 0.3% relative error per convolution (tests/export/test_fast.py, quality in bench/speed.py).
@@ -25,6 +28,7 @@ import logging
 import math
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar, copy_context
@@ -350,39 +354,103 @@ class FastConv1d(nn.Module):
         return self._run(x, residual)
 
 
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    """(q, scale, levels) when every row of ``weight`` [out, in] is a whole multiple of its own scale,
+    ``weight[o] == q[o] * scale[o]`` with int8 ``q`` in ``[-levels, levels]`` (levels 64 or 127); else None.
+
+    The official int8 export stores every nn.Linear this way (per output channel, zero point 0, 7-bit
+    values: onnxruntime's ``reduce_range``), so the weights dequantised from it are exact int8 again.
+    """
+    w = weight.detach().double().cpu()
+    if w.dim() != 2 or w.numel() == 0:
+        return None
+    peak = w.abs().amax(dim=1)
+    for levels in (64, 127):
+        scale = torch.where(peak > 0, peak / levels, torch.ones_like(peak))
+        q = w / scale[:, None]
+        if float((q - q.round()).abs().max()) <= 1e-2:
+            return q.round().to(torch.int8), scale, levels
+    return None
+
+
+def int8_linear_available() -> bool:
+    """Whether PyTorch's int8 dynamic linear (FBGEMM, x86) runs here."""
+    return torch.backends.quantized.engine in ("x86", "fbgemm") and hasattr(
+        torch.ops.quantized, "linear_dynamic"
+    )
+
+
+def _pack_int8(linear: nn.Linear) -> tuple[object, bool] | None:
+    """PyTorch's packed int8 weights for ``linear`` (and its ``reduce_range``) where they hold the
+    layer exactly (:func:`int8_rows`) and the int8 product runs here; else None."""
+    rows = int8_rows(linear.weight) if int8_linear_available() else None
+    if rows is None:
+        return None
+    q, scale, levels = rows
+    bias = None if linear.bias is None else linear.bias.detach().float().cpu()
+    try:
+        with warnings.catch_warnings():  # quantized tensors are deprecated in torch 2.13, still there
+            warnings.simplefilter("ignore")
+            weight = torch.quantize_per_channel(
+                q.float() * scale.float()[:, None],
+                scale,
+                torch.zeros_like(q[:, 0], dtype=torch.long),
+                0,
+                torch.qint8,
+            )
+            packed = torch.ops.quantized.linear_prepack(weight, bias)
+    except (RuntimeError, AttributeError, NotImplementedError) as exc:  # a build without FBGEMM
+        log.info("int8 linear unavailable (%s); float32 products", exc)
+        return None
+    # 7-bit weights leave headroom for 8-bit activations in AVX2's paired u8 x s8 products; full
+    # int8 weights need 7-bit activations not to saturate them
+    return packed, levels > 64
+
+
 class FastLinear(nn.Linear):
     """nn.Linear (same parameters) whose float32 CPU product runs in koel's kernel on weights packed
     once (:func:`koel.model.native.linear`): for the few dozen tokens of a sentence, MKL's GEMM
     spends much of each call packing the weights again (PL-BERT's 768 -> 2048 layer over 50 tokens ran
     at 24 GMAC/s). Measured (2-core Zen 3), 12-100 tokens: 0.3-0.95x F.linear's time; from about
     200 tokens MKL is as fast or faster, so longer inputs go to it. Elsewhere (autograd, other devices
-    and dtypes, ONNX tracing) it is nn.Linear."""
+    and dtypes, ONNX tracing) it is nn.Linear.
+
+    ``int8=True`` runs the product as the official int8 export does, where the weights are exact int8
+    per output channel (:func:`int8_rows`: the weights dequantised from that export are): int8
+    weights, activations quantised per call to uint8 (per tensor, asymmetric), int32 accumulation, in
+    PyTorch's FBGEMM kernel. PL-BERT over a 47-token first chunk: 0.58x the float32 kernel's time.
+    """
 
     packed_weight: torch.Tensor
     compiled: bool
+    int8: tuple[object, bool] | None  # PyTorch's packed int8 weights and their reduce_range
     max_rows = 128  # longer inputs: MKL
 
     @classmethod
-    def adopt(cls, linear: nn.Linear) -> FastLinear:
+    def adopt(cls, linear: nn.Linear, int8: bool = False) -> FastLinear:
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
         new.weight, new.bias = linear.weight, linear.bias
-        packed = native.pack_linear_weights(linear.weight.detach())
+        new.int8 = _pack_int8(linear) if int8 and linear.weight.device.type == "cpu" else None
+        # the float32 kernel's weights only where the int8 product does not take every input
+        packed = native.pack_linear_weights(linear.weight.detach()) if new.int8 is None else torch.empty(0)
         new.register_buffer("packed_weight", packed, persistent=False)
-        new.compiled = native.mix_available()
+        new.compiled = native.mix_available() and new.int8 is None
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
-            self.compiled
-            and x.device.type == "cpu"
+            x.device.type == "cpu"
             and x.dtype == torch.float32
             and not exporting()
-            and x.numel() <= self.max_rows * self.in_features
             and not (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
         ):
-            return native.linear(x, self.packed_weight, self.out_features, self.bias)
+            if self.int8 is not None:
+                packed, reduce_range = self.int8
+                return torch.ops.quantized.linear_dynamic(x.contiguous(), packed, reduce_range)
+            if self.compiled and x.numel() <= self.max_rows * self.in_features:
+                return native.linear(x, self.packed_weight, self.out_features, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -1412,15 +1480,24 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> torch
 
 
 def accelerate(
-    model: nn.Module, precision: Precision | str = "auto", *, block_dft: bool = True, compiled: bool = True
+    model: nn.Module,
+    precision: Precision | str = "auto",
+    *,
+    block_dft: bool = True,
+    compiled: bool = True,
+    int8_text: bool | None = None,
 ) -> torch.dtype:
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
-    The text side (PL-BERT, LSTMs, duration head) stays in fp32, so durations are those of the
-    reference model. PL-BERT's products in bf16 (weights cast once, rows padded to a multiple of 32
-    tokens) took PL-BERT from 21.6 to 13.0 ms per second of audio, 2-3% of the engine, but took
-    bench/longform.py's 20,000-word run over its memory bound (+304 MB over one sentence; limit 300;
-    +291 twice before). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
+    The text side (LSTMs, duration head) stays in fp32. PL-BERT's products run in int8 where its
+    weights are exact int8 (``int8_text``; default on, ``KOEL_INT8_TEXT=0`` turns it off): the
+    embedded weights, dequantised from the official int8 export, are, and that export runs these
+    products in int8 too (see :class:`FastLinear`); other weights keep float32 products. On
+    bench/speed.py's 30 sentences (2-core Zen 3) int8 PL-BERT took the engine from 0.56x to 0.54x
+    the export's time; 2.5% of the token durations moved (by 1-2 frames, total -0.14%). PL-BERT's
+    products in bf16 (weights cast once, rows padded to a multiple of 32 tokens) took PL-BERT from
+    21.6 to 13.0 ms per second of audio, 2-3% of the engine, but took bench/longform.py's
+    20,000-word run over its memory bound (+304 MB over one sentence; limit 300; +291 twice before). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
     quantiser rewrites Conv weights); ``compiled=False`` plans for PyTorch's transforms (an ONNX
     graph, which cannot call koel's kernel). Call after moving the model to its device; weight norm
     must be folded.
@@ -1430,6 +1507,8 @@ def accelerate(
     if not isinstance(model, KokoroModel):
         raise TypeError(f"accelerate() takes a KokoroModel, got {type(model).__name__}")
     dtype = resolve_precision(precision, model.device)
+    if int8_text is None:
+        int8_text = os.environ.get("KOEL_INT8_TEXT", "1") != "0"
     gen = model.decoder.generator
     for blocks in (gen.resblocks, gen.noise_res):
         for i, block in enumerate(blocks):
@@ -1443,11 +1522,12 @@ def accelerate(
         model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype, compiled)
     if not isinstance(gen, ConcurrentGenerator):
         model.decoder.generator = gen = ConcurrentGenerator(gen)
-    if compiled and dtype == torch.float32 and model.device.type == "cpu" and native.mix_available():
+    float_kernel = compiled and dtype == torch.float32 and native.mix_available()
+    if model.device.type == "cpu" and (float_kernel or int8_text):
         for module in list(model.bert.modules()):  # PL-BERT's products (one shared layer, 12 passes)
             for name, child in list(module.named_children()):
                 if type(child) is nn.Linear:
-                    setattr(module, name, FastLinear.adopt(child))
+                    setattr(module, name, FastLinear.adopt(child, int8=int8_text))
     if compiled and model.device.type == "cpu" and native.mix_available():
         for module in list(model.modules()):  # the text side's LSTMs (float32 whatever ``dtype``)
             for name, child in list(module.named_children()):
