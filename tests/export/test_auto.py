@@ -175,3 +175,29 @@ def test_fast_engine_streams_tiles_that_add_up(tiny_model):
     durations, pieces = engine.stream(request, first_frames=2)
     audio = np.concatenate(list(pieces))
     assert durations.tolist() == whole.durations.tolist() and len(audio) == len(whole.audio)
+
+
+def test_tile_priors_are_kept_apart_for_int8_and_float_pl_bert(tiny_model, monkeypatch, tmp_path):
+    import copy
+
+    from torch import nn
+
+    from koel.model.fast import int8_linear_available
+
+    if not int8_linear_available():
+        pytest.skip("PyTorch's int8 linear (FBGEMM) is x86 only")
+    monkeypatch.setenv("KOEL_CACHE_DIR", str(tmp_path))
+    tiny_model.fold_weight_norm()
+    with torch.no_grad():  # PL-BERT's weights on a per-row int8 grid, as the embedded ones are
+        for m in tiny_model.bert.modules():
+            if type(m) is nn.Linear:
+                scale = m.weight.abs().amax(dim=1, keepdim=True) / 64
+                m.weight.copy_(torch.round(m.weight / scale) * scale)
+    engines = [
+        FastTorchEngine(copy.deepcopy(tiny_model), precision="fp32", int8_text=on) for on in (True, False)
+    ]
+    assert [e.int8_text for e in engines] == [True, False]
+    (request,) = _requests(1)
+    for engine in engines:
+        engine.tile_prior(request)
+    assert len(list((tmp_path / "tiles").rglob("prior-*"))) == 2

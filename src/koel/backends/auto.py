@@ -70,9 +70,11 @@ class FastTorchEngine(TorchEngine):
         int8_text: bool | None = None,
     ) -> None:
         from koel.memory import trim
-        from koel.model.fast import accelerate
+        from koel.model.fast import FastLinear, accelerate
 
         self.dtype = accelerate(model, precision, int8_text=int8_text)
+        #: whether PL-BERT runs in int8 (it moves a few durations, so tile priors are kept apart)
+        self.int8_text = any(isinstance(m, FastLinear) and m.int8 is not None for m in model.bert.modules())
         # Building the fast blocks (block-DFT spectra in float64, packed weights) frees about 300 MB of
         # temporaries that glibc would keep under koel's trim threshold: a server at rest kept them.
         trim()
@@ -178,6 +180,7 @@ class FastTorchEngine(TorchEngine):
             self._fingerprint,
             digest.hexdigest(),
             repr(request.speed),
+            "int8-text" if self.int8_text else "float-text",
             folder="tiles",
         )
         state = load_cached(path)
