@@ -1497,10 +1497,11 @@ def accelerate(
     the export's time; 2.5% of the token durations moved (by 1-2 frames, total -0.14%). PL-BERT's
     products in bf16 (weights cast once, rows padded to a multiple of 32 tokens) took PL-BERT from
     21.6 to 13.0 ms per second of audio, 2-3% of the engine, but took bench/longform.py's
-    20,000-word run over its memory bound (+304 MB over one sentence; limit 300; +291 twice before). ``block_dft=False`` keeps every convolution direct (for int8 export, whose
-    quantiser rewrites Conv weights); ``compiled=False`` plans for PyTorch's transforms (an ONNX
-    graph, which cannot call koel's kernel). Call after moving the model to its device; weight norm
-    must be folded.
+    20,000-word run over its memory bound (+304 MB over one sentence; limit 300; +291 twice before).
+
+    ``block_dft=False`` keeps every convolution direct (for int8 export, whose quantiser rewrites
+    Conv weights); ``compiled=False`` plans for PyTorch's transforms (an ONNX graph, which cannot call
+    koel's kernel). Call after moving the model to its device; weight norm must be folded.
     """
     from koel.model.kokoro import KokoroModel
 

@@ -80,7 +80,12 @@ class RuleNormalizer:
             m = pattern.match(text, start)
             if m is None or m.end() == start:
                 continue
-            spoken = handler(m, ctx)
+            try:
+                spoken = handler(m, ctx)
+            except ValueError:
+                # a number the handler cannot read: regex's \d knows digits of newer Unicode versions
+                # than Python's int() (U+11DE0, a Sunuwar digit, on 3.11); the text is left as written
+                spoken = None
             if spoken is not None:
                 return m.end(), spoken
         return None
