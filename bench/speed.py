@@ -1,6 +1,6 @@
 """Speed of koel's engines against the official int8 export (kokoro-onnx), with the quality check.
 
-    python bench/speed.py [--threads 2] [--engines fast,onnx] [--sections rtf,quality,ttfa,memory,batch,profile]
+    python bench/speed.py [--threads 2] [--engines fast,onnx] [--sections rtf,quality,ttfa,serve,memory,batch,profile]
 
 * rtf      30 sentences, same phonemes and voice, the engines called in alternating order on each
            sentence (interleaved), wall and CPU time; ratio koel / export (goal: <= 0.5)
@@ -14,6 +14,9 @@
            uses: first chunk's generator in growing tiles), for first-chunk limits 100 (default), 50;
            for pieces also the stalls: how long a player starting on the first piece would wait
            for later ones over the whole paragraph (goal: 0)
+* serve    the same paragraph from `koel serve` (POST /v1/audio/speech, streamed, pcm and mp3) over
+           loopback: time to the first audio byte and stalls, with the first chunk streamed in time
+           tiles (the default) and whole (--no-stream-tiles), two servers asked in alternation
 * memory   peak RSS (VmHWM, each process on its own) of `koel say` (one sentence) with the default
            and the reference engine, and RSS of `koel serve` at rest
 * batch    sentences per second for a 100-sentence job: one call per sentence vs padded batches
@@ -341,7 +344,8 @@ def _peak_rss_mb(cmd: list[str], env: dict[str, str]) -> float:
     return peak_kib / 1024
 
 
-def _server_rest_rss_mb(env: dict[str, str], port: int = 8931) -> float:
+def _start_server(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen:
+    """`koel serve` on loopback ``port`` (warm-up included), returned once /health answers."""
     import urllib.request
 
     cmd = [
@@ -355,22 +359,82 @@ def _server_rest_rss_mb(env: dict[str, str], port: int = 8931) -> float:
         "--log-level",
         "warning",
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([*cmd, *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            return proc
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"koel serve {' '.join(extra)} exited with status {proc.returncode}"
+                ) from None
+            time.sleep(0.5)
+    proc.terminate()
+    raise RuntimeError("the server did not come up in 5 minutes")
+
+
+def _server_rest_rss_mb(env: dict[str, str], port: int = 8931) -> float:
+    proc = _start_server(env, port)
     try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            raise RuntimeError("the server did not come up in 5 minutes")
         time.sleep(5)  # at rest
         status = Path(f"/proc/{proc.pid}/status").read_text()
         return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1]) / 1024
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _streamed_speech(url: str, text: str, fmt: str) -> tuple[float, float, float]:
+    """(first audio byte s, stalls s, whole response s) of one streamed /v1/audio/speech request.
+    Stalls (pcm only: 16-bit samples, so each read's duration is known) as :func:`playback_stalls`."""
+    import httpx
+
+    arrivals, durations, started = [], [], time.perf_counter()
+    body = {"input": text, "voice": "af_heart", "response_format": fmt, "stream": True}
+    with httpx.Client(timeout=300) as client, client.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
+        if r.status_code != 200:
+            raise RuntimeError(f"{url} answered {r.status_code}: {r.read()[:200]!r}")
+        for data in r.iter_raw():
+            if data:
+                arrivals.append(time.perf_counter() - started)
+                durations.append(len(data) / 2 / SR)
+    whole = time.perf_counter() - started
+    stalls = playback_stalls(arrivals, durations) if fmt == "pcm" else float("nan")
+    return arrivals[0], stalls, whole
+
+
+def section_serve(threads: int, repeats: int = 5) -> None:
+    """First audio from `koel serve`: the paragraph streamed over loopback, first chunk in time tiles
+    (default) and whole (--no-stream-tiles), the two servers asked in alternation."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    servers = {"tiles": (8941, ()), "whole chunks": (8942, ("--no-stream-tiles",))}
+    procs = []
+    try:
+        for port, extra in servers.values():  # one at a time: each warms up (and makes its prior) alone
+            procs.append(_start_server(env, port, *extra))
+        results: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+        for r in range(repeats):
+            for fmt in ("pcm", "mp3"):
+                order = list(servers) if r % 2 == 0 else list(servers)[::-1]
+                for name in order:
+                    url = f"http://127.0.0.1:{servers[name][0]}"
+                    results.setdefault((name, fmt), []).append(_streamed_speech(url, PARAGRAPH, fmt))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+    print(
+        f"\n## koel serve: {len(PARAGRAPH.split())}-word paragraph, POST /v1/audio/speech streamed over "
+        f"loopback, median of {repeats} (alternating servers); stalls: worst run"
+    )
+    print(f"{'first chunk':14s} {'format':>6s} {'first byte s':>12s} {'stalls s':>8s} {'whole s':>8s}")
+    for (name, fmt), rows in results.items():
+        first, stalls, whole = zip(*rows, strict=True)
+        stall = f"{max(stalls):8.3f}" if fmt == "pcm" else f"{'':8s}"
+        print(
+            f"{name:14s} {fmt:>6s} {statistics.median(first):12.3f} {stall} {statistics.median(whole):8.2f}"
+        )
 
 
 def section_memory(threads: int) -> None:
@@ -480,7 +544,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=1, help="timing rounds over the sentences")
     parser.add_argument("--engines", default="fast", help="koel engines to compare (fast, onnx, torch)")
-    parser.add_argument("--sections", default="rtf,quality,ttfa,memory,batch,profile")
+    parser.add_argument("--sections", default="rtf,quality,ttfa,serve,memory,batch,profile")
     parser.add_argument("--ttfa-limits", default="100,50", help="first-chunk phoneme limits")
     parser.add_argument(
         "--first-frames",
@@ -524,6 +588,8 @@ def main() -> None:
             section_quality(sentences, audio, tiled)
     if "ttfa" in sections:
         section_ttfa(systems, [int(v) for v in args.ttfa_limits.split(",")], args.first_frames)
+    if "serve" in sections:
+        section_serve(args.threads)
     if "batch" in sections:
         section_batch(systems, args.batch_sentences, args.batch_size)
     if "profile" in sections:

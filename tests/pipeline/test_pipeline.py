@@ -86,6 +86,38 @@ def test_pieces_come_early_and_add_up_to_the_stream(fast_engine):
     assert np.array_equal(again, joined)  # the prior depends on the voice only: the same audio again
 
 
+def test_the_servers_scheduled_pieces_are_the_librarys(fast_engine):
+    """koel serve runs Pipeline.pieces through its scheduler (engine work in the worker thread,
+    pieces handed over one by one): the same tiles, the same prior, the same samples."""
+    pytest.importorskip("fastapi")
+    import threading
+
+    from koel.serve.batching import JobEngine, Scheduler
+    from koel.serve.settings import ServerSettings
+    from koel.serve.synthesis import SpeechJob, _produce, _RequestPipeline
+
+    text = TEXT
+    pipe = Pipeline(fast_engine, voice="af_heart", lang="a")
+    settings = ServerSettings()
+    lock = threading.Lock()
+    direct = list(_RequestPipeline(pipe, fast_engine, lock, settings).pieces(text))
+    want = np.concatenate([p.audio for p in direct])
+    chunks = sum(p.chunk is not None for p in direct)
+    scheduler = Scheduler(fast_engine)
+    scheduler.start()
+    try:
+        job = scheduler.open_job(timeout=300)
+        view = _RequestPipeline(pipe, JobEngine(scheduler, job), lock, settings)
+        served = list(_produce(view, SpeechJob(text, pipe.get_voice("af_heart"), "a", 1.0, "pcm")))
+        scheduler.close_job(job)
+    finally:
+        scheduler.stop(timeout=60)
+    assert chunks > 1 and served[-1].tail and len(served) == len(direct) + 1  # + the encoder's tail
+    pcm = np.frombuffer(b"".join(p.data for p in served), dtype="<i2")
+    np.testing.assert_array_equal(pcm, np.round(np.clip(want, -1, 1) * 32767).astype("<i2"))
+    assert scheduler.stats.chunks == chunks and scheduler.stats.whole_streams == 0
+
+
 def test_a_voice_tile_prior_is_made_once_and_kept(fast_engine, monkeypatch, caplog):
     from koel.clone.cache import load_cached
     from koel.model.fast import TilePrior

@@ -64,6 +64,46 @@ class FakeEngine:
         return results
 
 
+class FakeStreamingEngine(FakeEngine):
+    """FakeEngine with koel's streaming interface (``stream`` and ``tile_prior``): a request's sine
+    comes in pieces of ``first_frames`` frames, each next one ``growth`` times longer (or whole
+    without ``first_frames``), ``piece_delay`` seconds apart. Records every call and its thread;
+    ``fail_after`` pieces, the stream raises."""
+
+    def __init__(self, piece_delay: float = 0.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.piece_delay = piece_delay
+        self.streams: list[dict] = []  # per stream call: its options, pieces made, thread name
+        self.priors: list[str] = []  # thread name of every tile_prior call
+        self.fail_after: int | None = None
+
+    def tile_prior(self, request: EngineRequest) -> object:
+        self.priors.append(threading.current_thread().name)
+        return ("prior", request.ids)
+
+    def stream(self, request: EngineRequest, *, first_frames=None, frames=None, growth=1.0, prior=None):
+        [whole] = self.run([request])
+        record = {
+            "first_frames": first_frames,
+            "prior": prior,
+            "made": 0,
+            "thread": threading.current_thread().name,
+        }
+        self.streams.append(record)
+
+        def pieces() -> Iterator[np.ndarray]:
+            at, size = 0, (first_frames or 1 << 30) * FRAME_SAMPLES
+            while at < len(whole.audio):
+                if self.fail_after is not None and record["made"] >= self.fail_after:
+                    raise RuntimeError("fake stream failure")
+                time.sleep(self.piece_delay)
+                record["made"] += 1
+                yield whole.audio[at : at + size]
+                at, size = at + size, int(size * growth)
+
+        return whole.durations, pieces()
+
+
 class FakeFrontEnd:
     """One chunk per sentence; a word's 'phonemes' are its lower-case letters."""
 
@@ -176,6 +216,7 @@ class Kit:
     """The fakes and helpers, for tests and module-scoped fixtures that build their own server."""
 
     FakeEngine = FakeEngine
+    FakeStreamingEngine = FakeStreamingEngine
     FakeFrontEnd = FakeFrontEnd
     LiveServer = LiveServer
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import numpy as np
 import pytest
@@ -247,3 +248,73 @@ def test_cors(fake_pipeline):
             "access-control-allow-origin"
             not in c.get("/v1/models", headers={"Origin": "https://app.example"}).headers
         )
+
+
+# -- time tiles on engines that stream ------------------------------------------------------------
+
+
+def _tiled_app(kit, engine, **settings):
+    return create_app(kit.pipeline(engine), ServerSettings(**settings))
+
+
+def test_speech_streams_the_first_chunk_in_time_tiles_with_the_voices_prior(kit):
+    from koel.pipeline import FIRST_TILE_FRAMES
+
+    engine = kit.FakeStreamingEngine()
+    with TestClient(_tiled_app(kit, engine)) as c:
+        tiled = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"})
+    assert tiled.status_code == 200, tiled.text
+    first, *later = engine.streams
+    assert first["first_frames"] == FIRST_TILE_FRAMES and first["prior"] is not None and first["made"] > 1
+    assert later and all(s["first_frames"] is None for s in later)
+    assert all(s["thread"].startswith("koel-engine-") for s in engine.streams)
+    assert len(engine.priors) == 1  # the voice's prior, made once, in the engine's thread
+
+    plain_engine = kit.FakeStreamingEngine()
+    with TestClient(_tiled_app(kit, plain_engine, stream_tiles=False)) as c:
+        plain = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"})
+    assert not plain_engine.streams and not plain_engine.priors
+    assert tiled.content == plain.content  # the fake's tiles add up to its whole chunks
+
+
+def test_a_new_voices_prior_is_made_in_the_engine_thread_once(kit):
+    engine = kit.FakeStreamingEngine()
+    with TestClient(_tiled_app(kit, engine)) as c:
+        for _ in range(2):
+            r = c.post("/v1/audio/speech", json={"input": TEXT, "voice": "bf_test", "response_format": "wav"})
+            assert r.status_code == 200
+    assert len(engine.priors) == 1 and engine.priors[0].startswith("koel-engine-")
+
+
+def test_captioned_streams_stay_one_line_per_chunk_on_a_streaming_engine(kit):
+    engine = kit.FakeStreamingEngine()
+    with TestClient(_tiled_app(kit, engine)) as c:
+        engine.streams.clear()
+        r = c.post(
+            "/v1/audio/captioned_speech", json={"input": TEXT, "response_format": "wav", "stream": True}
+        )
+    assert len(r.text.splitlines()) == 4 and not engine.streams
+
+
+def test_first_bytes_leave_before_the_first_chunk_is_done(kit, live_server_factory):
+    import httpx
+
+    engine = kit.FakeStreamingEngine(piece_delay=0.3)
+    live = live_server_factory(_tiled_app(kit, engine))
+    text = "One two three four five six seven eight nine ten eleven twelve thirteen fourteen."
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        engine.streams.clear()
+        started = time.monotonic()
+        with client.stream("POST", "/v1/audio/speech", json={"input": text, "response_format": "pcm"}) as r:
+            assert r.status_code == 200
+            first_byte = None
+            total = 0
+            for data in r.iter_raw():
+                if data and first_byte is None:
+                    first_byte = time.monotonic() - started
+                total += len(data)
+        done = time.monotonic() - started
+    pieces = engine.streams[0]["made"]
+    assert pieces >= 3
+    assert first_byte is not None and first_byte < 0.3 * pieces - 0.25 and done >= 0.3 * pieces
+    assert total == 2 * len(kit.pipeline().synthesize(text).audio)

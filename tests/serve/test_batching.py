@@ -262,3 +262,149 @@ def test_a_job_that_times_out_in_the_queue_does_not_stop_the_worker(make_schedul
     fresh = scheduler.open_job(timeout=10)
     assert len(scheduler.run(fresh, [_request(5)])[0].audio) > 0
     assert fake_engine.calls == [1, 1]
+
+
+# -- streamed chunks and engine calls ---------------------------------------------------------------
+
+
+@pytest.fixture()
+def streaming_engine(kit):
+    return kit.FakeStreamingEngine(piece_delay=0.1)
+
+
+def test_a_streamed_chunk_arrives_piece_by_piece_from_the_worker(make_scheduler, streaming_engine):
+    scheduler = make_scheduler(engine=streaming_engine)
+    job = scheduler.open_job(timeout=10)
+    request = _request(20)
+    durations, pieces = scheduler.stream(job, request, first_frames=4, growth=2.0)
+    arrived = []
+    audio = []
+    for piece in pieces:
+        arrived.append(time.monotonic())
+        audio.append(piece)
+    [whole] = streaming_engine.run([request])
+    np.testing.assert_array_equal(np.concatenate(audio), whole.audio)
+    np.testing.assert_array_equal(durations, whole.durations)
+    assert [len(p) for p in audio[:2]] == [4 * 600, 8 * 600]
+    # each piece is handed over when made, not when the chunk is done
+    assert len(arrived) >= 3 and arrived[-1] - arrived[0] >= 0.1 * (len(arrived) - 1) - 0.05
+    [record] = streaming_engine.streams
+    assert record["thread"].startswith("koel-engine-") and record["made"] == len(audio)
+
+
+def test_a_failure_mid_stream_reaches_the_reader_after_the_pieces_before_it(make_scheduler, streaming_engine):
+    streaming_engine.fail_after = 2
+    scheduler = make_scheduler(engine=streaming_engine)
+    job = scheduler.open_job(timeout=10)
+    _, pieces = scheduler.stream(job, _request(20), first_frames=4)
+    got = [next(pieces), next(pieces)]
+    with pytest.raises(RuntimeError, match="fake stream failure"):
+        next(pieces)
+    assert all(len(p) == 4 * 600 for p in got)
+    # the worker lives on
+    other = scheduler.open_job(timeout=10)
+    assert len(scheduler.run(other, [_request(5)])[0].audio) > 0
+    assert scheduler.stats.failures == 1
+
+
+def test_closing_a_streaming_job_stops_its_worker_after_the_piece_in_progress(
+    make_scheduler, streaming_engine
+):
+    scheduler = make_scheduler(engine=streaming_engine)
+    job = scheduler.open_job(timeout=10)
+    _, pieces = scheduler.stream(job, _request(40), first_frames=2)  # 80 frames: 40 pieces, 4 s
+    next(pieces)
+    scheduler.close_job(job)
+    other = scheduler.open_job(timeout=10)
+    started = time.monotonic()
+    assert len(scheduler.run(other, [_request(5)])[0].audio) > 0
+    assert time.monotonic() - started < 1.0  # not behind the rest of the cancelled stream
+    assert streaming_engine.streams[0]["made"] <= 4
+    with pytest.raises(JobCancelled):
+        list(pieces)
+
+
+def test_a_stream_read_past_the_deadline_times_out(make_scheduler, streaming_engine):
+    streaming_engine.piece_delay = 0.5
+    scheduler = make_scheduler(engine=streaming_engine)
+    job = scheduler.open_job(timeout=0.3)
+    with pytest.raises(SynthesisTimeout):
+        _, pieces = scheduler.stream(job, _request(20), first_frames=4)
+        list(pieces)
+    assert job.cancelled.is_set()
+
+
+def test_streams_and_calls_run_alone_even_with_batching(make_scheduler, streaming_engine):
+    streaming_engine.delay = 0.1
+    scheduler = make_scheduler(BatchPolicy(enabled=True, window_ms=200, max_batch=8), engine=streaming_engine)
+    jobs = [scheduler.open_job(timeout=10) for _ in range(3)]
+    futures = scheduler.submit(jobs[0], [_request(5)])
+    time.sleep(0.02)
+    results = {}
+
+    def streamer() -> None:
+        _, pieces = scheduler.stream(jobs[1], _request(5, marker=44), first_frames=2)
+        results["stream"] = np.concatenate(list(pieces))
+
+    def caller() -> None:
+        results["call"] = scheduler.call(jobs[2], _request(5, marker=45), lambda e: e.tile_prior(_request(5)))
+
+    threads = [threading.Thread(target=streamer), threading.Thread(target=caller)]
+    for t in threads:
+        t.start()
+    futures += scheduler.submit(jobs[0], [_request(5)])
+    for t in threads:
+        t.join(10)
+    for f in futures:
+        f.result(5)
+    assert results["call"][0] == "prior" and len(results["stream"]) > 0
+    # the stream's run call holds only its own request
+    assert 1 in streaming_engine.calls and streaming_engine.priors[0].startswith("koel-engine-")
+
+
+def test_a_tile_prior_call_keeps_the_first_chunk_priority(kit):
+    engine = kit.FakeStreamingEngine(delay=0.2)
+    scheduler = Scheduler(engine, first_chunk_priority=True)
+    scheduler.start()
+    try:
+        old, new = scheduler.open_job(timeout=10), scheduler.open_job(timeout=10)
+        scheduler.run(old, [_request(5, marker=43)])  # old has had its first chunk
+        scheduler.call(new, _request(5), lambda e: e.tile_prior(_request(5)))  # new's preparation
+        running = scheduler.submit(old, [_request(5, marker=43)])  # runs now
+        time.sleep(0.05)
+        later = scheduler.submit(old, [_request(5, marker=44)])  # waits
+        _, pieces = scheduler.stream(new, _request(5, marker=45), first_frames=2)  # new's first chunk
+        list(pieces)
+        for f in running + later:
+            f.result(5)
+        assert engine.seen.index(45) < engine.seen.index(44)
+        assert engine.priors and new.submitted == 1
+    finally:
+        scheduler.stop(timeout=5)
+
+
+def test_a_stream_drops_its_early_piece_options_while_others_wait(make_scheduler, streaming_engine):
+    scheduler = make_scheduler(engine=streaming_engine)
+    alone = scheduler.open_job(timeout=10)
+    _, pieces = scheduler.stream(alone, _request(20), first_frames=4)
+    assert len(list(pieces)) > 1 and streaming_engine.streams[-1]["first_frames"] == 4
+
+    streaming_engine.delay = 0.3
+    busy, loaded = scheduler.open_job(timeout=10), scheduler.open_job(timeout=10)
+    running = scheduler.submit(busy, [_request(5)])
+    time.sleep(0.05)
+    got = {}
+
+    def read() -> None:
+        _, pieces = scheduler.stream(loaded, _request(20), first_frames=4)
+        got["pieces"] = len(list(pieces))
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    time.sleep(0.05)
+    queued = scheduler.submit(busy, [_request(5)])  # behind the stream (a first chunk goes first)
+    thread.join(10)
+    for f in running + queued:
+        f.result(5)
+    assert got["pieces"] == 1 and streaming_engine.streams[-1]["first_frames"] is None
+    assert scheduler.stats.whole_streams == 1

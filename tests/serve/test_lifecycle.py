@@ -136,12 +136,19 @@ def test_koel_serve_command_line(monkeypatch):
     settings = settings_from_args(args)
     assert settings.batch.enabled and settings.batch.window_ms == 4
     assert settings.cors_origins == ("*",) and settings.max_input_chars == 100 and settings.api_key is None
-    assert settings.trim_interval == 1.0 and args.tune_malloc
+    assert settings.trim_interval == 1.0 and args.tune_malloc and settings.stream_tiles
     tuned = build_parser().parse_args(
-        ["serve", "--no-tune-malloc", "--trim-interval", "0", "--no-first-chunk-priority"]
+        [
+            "serve",
+            "--no-tune-malloc",
+            "--trim-interval",
+            "0",
+            "--no-first-chunk-priority",
+            "--no-stream-tiles",
+        ]
     )
     assert not tuned.tune_malloc and settings_from_args(tuned).trim_interval is None
-    assert not settings_from_args(tuned).first_chunk_priority
+    assert not settings_from_args(tuned).first_chunk_priority and not settings_from_args(tuned).stream_tiles
     monkeypatch.setenv("KOEL_API_KEY", "from-env")
     assert settings_from_args(build_parser().parse_args(["serve"])).api_key == "from-env"
 

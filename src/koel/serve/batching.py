@@ -11,19 +11,27 @@ With batching on, a worker that takes a short chunk also takes the other short c
 queued, and waits up to ``window_ms`` for more while other jobs are in flight, then runs them all
 through one ``engine.run`` call. Whether that raises throughput depends on the engine and the
 hardware (``bench/serve_batching.py`` measures it), so it is a setting, off by default.
+
+A chunk can also be streamed (:meth:`Scheduler.stream`, on engines with a ``stream`` method): the
+worker runs it alone and hands each piece of audio to the job's thread as soon as it is made, so
+a client hears the first time tile of a chunk rather than waiting for the whole chunk.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from itertools import count
+from typing import Any
+
+import numpy as np
 
 from koel.backends.base import Engine, EngineRequest, EngineResult
 from koel.serve.settings import BatchPolicy
@@ -61,10 +69,15 @@ class Job:
 
 @dataclass
 class _Item:
+    """A chunk to run through ``engine.run``, or with ``call`` set, work run alone in a worker:
+    ``call(engine)``'s return value is the future's result."""
+
     job: Job
     request: EngineRequest
     first: bool = False
-    future: Future[EngineResult] = field(default_factory=Future)
+    future: Future[Any] = field(default_factory=Future)
+    call: Callable[[Any], object] | None = None
+    chunk: bool = True  # one of the job's chunks (a call that prepares them is not)
 
 
 @dataclass
@@ -76,6 +89,7 @@ class SchedulerStats:
     batched_chunks: int = 0
     largest_batch: int = 0
     failures: int = 0
+    whole_streams: int = 0  # streamed chunks made without their early-piece options (others waited)
 
 
 class Scheduler:
@@ -170,30 +184,114 @@ class Scheduler:
                 raise SchedulerClosed("the server is shutting down")
             job.submitted += len(items)
             for item in items:
-                if item.first and self.first_chunk_priority:
-                    # after the other first chunks, ahead of every later chunk
-                    at = next(
-                        (i for i, queued in enumerate(self._queue) if not queued.first), len(self._queue)
-                    )
-                    self._queue.insert(at, item)
-                else:
-                    self._queue.append(item)
+                self._enqueue_locked(item)
             self._cond.notify_all()
         return [i.future for i in items]
+
+    def _enqueue_locked(self, item: _Item) -> None:
+        if item.first and self.first_chunk_priority:
+            # after the other first chunks, ahead of every later chunk
+            at = next((i for i, queued in enumerate(self._queue) if not queued.first), len(self._queue))
+            self._queue.insert(at, item)
+        else:
+            self._queue.append(item)
 
     def run(self, job: Job, requests: list[EngineRequest]) -> list[EngineResult]:
         """Submit and wait (from a request thread) until done, cancelled or past the deadline."""
         if job.cancelled.is_set():
             raise JobCancelled(f"job {job.id} was cancelled")
-        futures = self.submit(job, requests)
-        results = []
-        for future in futures:
+        return [_wait(job, future) for future in self.submit(job, requests)]
+
+    def call(self, job: Job, request: EngineRequest, fn: Callable[[Any], object]) -> Any:
+        """Run ``fn(engine)`` in a worker (alone, in the queue's order; before a job's first chunk it
+        has that chunk's priority) and wait for its result like :meth:`run`. Work that prepares a
+        job's chunks, such as a voice's tile prior: it does not count as one of them."""
+        if job.cancelled.is_set():
+            raise JobCancelled(f"job {job.id} was cancelled")
+        return _wait(job, self._submit_call(job, request, fn, counted=False))
+
+    def stream(
+        self, job: Job, request: EngineRequest, **options: object
+    ) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+        """``engine.stream(request, **options)`` run in a worker: (durations, audio pieces), each
+        piece handed over as soon as the worker has made it.
+
+        The worker holds the engine until the chunk is done, as :meth:`run` does; a cancelled job
+        (client gone, deadline passed) stops it after the piece in progress. Early pieces cost
+        compute (koel's time tiles each recompute some context: a 3 s sentence took 1.6x its
+        untiled time), so ``options`` apply only while nothing else waits for the engine; with
+        other work queued the worker calls ``engine.stream(request)`` alone (its default pieces).
+        Reading past the job's deadline raises :class:`SynthesisTimeout`; a failure in the engine
+        surfaces in the reader, after the pieces made before it.
+        """
+        if job.cancelled.is_set():
+            raise JobCancelled(f"job {job.id} was cancelled")
+        handoff: queue.Queue[tuple[str, object]] = queue.Queue()
+
+        def produce(engine: Any) -> None:
+            if options and self._others_waiting():  # throughput first: no tiles, no extra compute
+                self.stats.whole_streams += 1
+                durations, pieces = engine.stream(request)
+            else:
+                durations, pieces = engine.stream(request, **options)
+            handoff.put(("durations", durations))
             try:
-                results.append(future.result(timeout=max(0.0, job.remaining())))
-            except FutureTimeout:
+                for audio in pieces:
+                    handoff.put(("audio", audio))
+                    if job.cancelled.is_set():  # the reader must not take a cut chunk for a whole one
+                        raise JobCancelled(f"job {job.id} was cancelled")
+            finally:
+                close = getattr(pieces, "close", None)
+                if close is not None:
+                    close()
+
+        future = self._submit_call(job, request, produce, counted=True)
+        future.add_done_callback(lambda f: handoff.put(("end", f)))
+
+        def take() -> tuple[str, object]:
+            try:
+                return handoff.get(timeout=max(0.0, job.remaining()))
+            except queue.Empty:
                 job.cancel()
                 raise SynthesisTimeout(f"job {job.id} ran past its deadline") from None
-        return results
+
+        def end(done: object) -> None:  # the work is over: re-raise its failure, if any
+            assert isinstance(done, Future)
+            done.result()
+
+        kind, value = take()
+        if kind == "end":
+            end(value)
+            raise RuntimeError("the engine's stream ended without durations")
+
+        def pieces() -> Iterator[np.ndarray]:
+            while True:
+                kind, value = take()
+                if kind == "end":
+                    end(value)
+                    return
+                yield np.asarray(value)
+
+        return np.asarray(value), pieces()
+
+    def _others_waiting(self) -> bool:
+        """Whether chunks of jobs that are not cancelled are queued (called from a worker)."""
+        with self._cond:
+            return any(not item.job.cancelled.is_set() for item in self._queue)
+
+    def _submit_call(
+        self, job: Job, request: EngineRequest, fn: Callable[[Any], object], counted: bool
+    ) -> Future[Any]:
+        """Queue ``fn`` as one item; ``counted``: it is one of the job's chunks (work done before
+        the first chunk, such as a tile prior, keeps the first chunk's priority)."""
+        item = _Item(job, request, first=job.submitted == 0, call=fn, chunk=counted)
+        with self._cond:
+            if self._closed:
+                raise SchedulerClosed("the server is shutting down")
+            job.submitted += int(counted)
+            self._enqueue_locked(item)
+            self._cond.notify_all()
+        return item.future
 
     # -- workers ----------------------------------------------------------------------------------
 
@@ -207,7 +305,8 @@ class Scheduler:
         self._queue = kept
 
     def _short(self, item: _Item) -> bool:
-        return len(item.request.ids) <= self.policy.max_tokens
+        """Whether ``item`` may share an engine call (calls and streams always run alone)."""
+        return item.call is None and len(item.request.ids) <= self.policy.max_tokens
 
     def _take_locked(self) -> list[_Item]:
         """Pop the next chunk, and with batching the queued short chunks that can join it.
@@ -275,6 +374,9 @@ class Scheduler:
             log.exception("a scheduler hook failed")
 
     def _execute(self, batch: list[_Item]) -> None:
+        if batch[0].call is not None:
+            self._execute_call(batch[0])
+            return
         try:
             results = self.engine.run([i.request for i in batch])
             if len(results) != len(batch):
@@ -299,14 +401,57 @@ class Scheduler:
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
 
+    def _execute_call(self, item: _Item) -> None:
+        assert item.call is not None
+        try:
+            result = item.call(self.engine)
+        except Exception as exc:
+            if not isinstance(exc, JobCancelled):
+                log.exception("engine work failed for job %d", item.job.id)
+                self.stats.failures += 1
+            item.future.set_exception(exc)
+            return
+        self.stats.calls += 1
+        self.stats.chunks += int(item.chunk)
+        item.future.set_result(result)
+
+
+def _wait(job: Job, future: Future[Any]) -> Any:
+    """``future``'s result, waited for until ``job``'s deadline (then the job is cancelled)."""
+    try:
+        return future.result(timeout=max(0.0, job.remaining()))
+    except FutureTimeout:
+        job.cancel()
+        raise SynthesisTimeout(f"job {job.id} ran past its deadline") from None
+
 
 class JobEngine:
-    """An :class:`Engine` for one job: the pipeline calls ``run`` and the scheduler does the work."""
+    """An :class:`Engine` for one job: the pipeline calls ``run`` and the scheduler does the work.
 
-    def __init__(self, scheduler: Scheduler, job: Job) -> None:
+    Where the scheduler's engine streams (``stream`` and ``tile_prior``, as koel's ``fast`` engine
+    does), so does this one, through :meth:`Scheduler.stream` and :meth:`Scheduler.call`; with
+    ``streaming=False`` (or another engine) those attributes are None, and
+    :meth:`koel.pipeline.Pipeline.pieces` makes each chunk whole.
+    """
+
+    def __init__(self, scheduler: Scheduler, job: Job, *, streaming: bool = True) -> None:
         self.scheduler = scheduler
         self.job = job
         self.name = f"{scheduler.engine.name} (scheduled)"
+        engine = scheduler.engine
+        can = streaming and callable(getattr(engine, "stream", None))
+        self.stream: Callable[..., tuple[np.ndarray, Iterator[np.ndarray]]] | None = (
+            self._stream if can else None
+        )
+        self.tile_prior: Callable[[EngineRequest], object] | None = (
+            self._tile_prior if can and callable(getattr(engine, "tile_prior", None)) else None
+        )
 
     def run(self, requests: list[EngineRequest]) -> list[EngineResult]:
         return self.scheduler.run(self.job, requests)
+
+    def _stream(self, request: EngineRequest, **options: object) -> tuple[np.ndarray, Iterator[np.ndarray]]:
+        return self.scheduler.stream(self.job, request, **options)
+
+    def _tile_prior(self, request: EngineRequest) -> object:
+        return self.scheduler.call(self.job, request, lambda engine: engine.tile_prior(request))

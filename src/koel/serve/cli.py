@@ -62,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=True,
         help="run each request's first chunk before later chunks of others (earlier first audio under load)",
     )
+    work.add_argument(
+        "--stream-tiles",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="send a chunk's audio in time tiles as they are made (earlier first audio; fast engine)",
+    )
     work.add_argument("--chunk-phonemes", type=int, default=250, help="longest later chunk (at most 510)")
     work.add_argument(
         "--batch-max-tokens", type=int, default=128, help="longest chunk (tokens) that may be batched"
@@ -124,6 +130,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         first_chunk_phonemes=args.first_chunk_phonemes,
         chunk_phonemes=args.chunk_phonemes,
         first_chunk_priority=args.first_chunk_priority,
+        stream_tiles=args.stream_tiles,
         api_key=api_key,
         cors_origins=tuple(args.cors),
         batch=BatchPolicy(
@@ -162,9 +169,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     else:
         os.environ["KOEL_KEEP_MALLOC"] = "1"  # the engine would apply the policy otherwise
     pipe = build_pipeline(args)
-    if not args.no_warmup:
+    if not args.no_warmup:  # and the default voice's tile prior, which its tiled streams start from
         log.info("warming up")
-        pipe.synthesize("Warming up.")
+        if settings.stream_tiles:
+            pipe.warm_up()
+        else:
+            pipe.synthesize("Warming up.")
     app = create_app(pipe, settings)
     if args.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         print(

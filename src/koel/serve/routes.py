@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import time
@@ -206,7 +207,7 @@ def _subtitles(words: list[WordTimestamp], body: CaptionedSpeechRequest) -> str 
 async def captioned_speech(body: CaptionedSpeechRequest, request: Request) -> Response:
     """Audio and word timestamps: one JSON object, or (``stream``) one JSON line per chunk."""
     service = service_of(request)
-    job = await _check_request(service, body)
+    job = dataclasses.replace(await _check_request(service, body), whole_chunks=True)
     media_type = MEDIA_TYPES[job.fmt]
     first, stream = await service.open(job)
     if body.stream:
@@ -238,7 +239,7 @@ async def _captioned_lines(
             "audio_format": media_type,
             "timestamps": _words_out(chunk_words) if body.return_timestamps else [],
         }
-        if piece.chunk is None and body.subtitles is not None:
+        if piece.tail and body.subtitles is not None:
             line["subtitles"] = _subtitles(words, body)
         yield (json.dumps(line) + "\n").encode()
 

@@ -60,6 +60,8 @@ class ServerSettings:
     ``first_chunk_phonemes`` / ``chunk_phonemes``: longest first / later chunk (koel's front end
     cuts at sentence, then clause boundaries); a short first chunk means early first audio.
     ``first_chunk_priority``: a request's first chunk runs before later chunks of other requests.
+    ``stream_tiles``: on engines that stream (koel's ``fast``), send a chunk's audio in time tiles as
+    they are made (the first after a fraction of the chunk's compute) instead of whole chunks.
     ``trim_interval``: seconds between handing freed heap memory back to the OS (glibc
     ``malloc_trim`` after an engine call, and once after the engine has been idle that long); None
     never trims.
@@ -76,6 +78,7 @@ class ServerSettings:
     first_chunk_phonemes: int = 100
     chunk_phonemes: int = 250
     first_chunk_priority: bool = True
+    stream_tiles: bool = True
     trim_interval: float | None = 1.0
     api_key: str | None = None
     cors_origins: tuple[str, ...] = ()

@@ -1,10 +1,13 @@
 """The bridge between HTTP requests and the pipeline: voices, admission, threads, streams, errors.
 
-Each request iterates the shared pipeline's ``stream`` in a worker thread, one chunk per step, with
-its own :class:`~koel.serve.batching.JobEngine`, so every engine call goes through the scheduler
-(fair order, optional batching) and the event loop never runs model code. The first chunk is made
-before the response starts, so input errors still get a 4xx status; a failure later ends the stream
-without its final bytes, so a client can tell a truncated response from a whole one.
+Each request iterates the shared pipeline's ``pieces`` (or, with ``stream_tiles`` off or an engine
+that cannot stream, its ``stream``: whole chunks) in a worker thread, one piece per step, with its
+own :class:`~koel.serve.batching.JobEngine`, so all model work goes through the scheduler (fair
+order, optional batching) and the event loop never runs model code. On koel's ``fast`` engine the
+first chunk then arrives in time tiles, the first of them after a fraction of the chunk's compute
+(bench/speed.py, ``serve`` section, measures the first byte). The first piece is made before the
+response starts, so input errors still get a 4xx status; a failure later ends the stream without
+its final bytes, so a client can tell a truncated response from a whole one.
 """
 
 from __future__ import annotations
@@ -45,14 +48,17 @@ class SpeechJob:
     speed: float = 1.0
     fmt: str = "mp3"
     volume: float = 1.0
+    whole_chunks: bool = False  # one piece per chunk (captioned streams), never time tiles
 
 
 @dataclass(frozen=True)
 class Piece:
-    """Encoded bytes ready to send, and the chunk they came from (None for the stream's tail)."""
+    """Encoded bytes ready to send. ``chunk`` is set on the last piece of each chunk (its words and
+    durations); ``tail`` marks the stream's last piece (the encoder's final bytes)."""
 
     data: bytes
     chunk: AudioChunk | None
+    tail: bool = False
 
 
 def _frontend_errors() -> tuple[type[BaseException], ...]:
@@ -142,13 +148,15 @@ class _RequestPipeline(Pipeline):
 
 
 def _produce(pipe: Pipeline, job: SpeechJob) -> Iterator[Piece]:
-    """Synthesise and encode chunk by chunk (runs in a worker thread, one step per ``next``)."""
+    """Synthesise and encode piece by piece (runs in a worker thread, one step per ``next``)."""
     encoder = StreamEncoder(job.fmt)
+    gain = np.float32(job.volume)
+    make = pipe.stream if job.whole_chunks else pipe.pieces
     try:
-        for chunk in pipe.stream(job.text, voice=job.voice, lang=job.lang, speed=job.speed):
-            audio = chunk.audio if job.volume == 1.0 else chunk.audio * np.float32(job.volume)
-            yield Piece(encoder.encode(audio), chunk)
-        yield Piece(encoder.flush(), None)
+        for piece in make(job.text, voice=job.voice, lang=job.lang, speed=job.speed):
+            audio = piece.audio if job.volume == 1.0 else piece.audio * gain
+            yield Piece(encoder.encode(audio), piece if isinstance(piece, AudioChunk) else piece.chunk)
+        yield Piece(encoder.flush(), None, tail=True)
     finally:
         encoder.flush()
 
@@ -269,7 +277,7 @@ class SpeechService:
             engine_job = self.scheduler.open_job(self.settings.request_timeout)
         except SchedulerClosed as exc:
             raise to_api_error(exc) from None
-        job_engine = JobEngine(self.scheduler, engine_job)
+        job_engine = JobEngine(self.scheduler, engine_job, streaming=self.settings.stream_tiles)
         view = _RequestPipeline(self.pipeline, job_engine, self.frontend_lock, self.settings)
         stream = AudioStream(self, job_engine, _produce(view, job))
         try:
@@ -281,7 +289,7 @@ class SpeechService:
             if isinstance(exc, Exception):
                 raise to_api_error(exc) from exc
             raise
-        if first.chunk is None:
+        if first.tail:
             await stream.aclose()
             raise APIError(400, "the input has nothing to speak", param="input", code="empty_input")
         return first, stream
