@@ -404,9 +404,49 @@ def _streamed_speech(url: str, text: str, fmt: str) -> tuple[float, float, float
     return arrivals[0], stalls, whole
 
 
-def section_serve(threads: int, repeats: int = 5) -> None:
+SERVE_LOAD_TEXTS = (
+    "Hello, and welcome to the koel speech server.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Can you hear me clearly right now?",
+    "Please remember to water the plants on Tuesday.",
+)
+
+
+def _serve_load(url: str, clients: int, seconds: float) -> list[tuple[float, float]]:
+    """``clients`` concurrent clients streaming short sentences back to back for ``seconds``:
+    (first audio byte s, whole response s) of every request that finished."""
+    import asyncio
+
+    import httpx
+
+    async def client(i: int, stop: float, out: list[tuple[float, float]]) -> None:
+        async with httpx.AsyncClient(timeout=300) as c:
+            k = i
+            while time.monotonic() < stop:
+                text = SERVE_LOAD_TEXTS[k % len(SERVE_LOAD_TEXTS)]
+                body = {"input": text, "voice": "af_heart", "response_format": "pcm", "stream": True}
+                started, first = time.monotonic(), float("nan")
+                async with c.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
+                    async for data in r.aiter_raw():
+                        if data and first != first:  # still NaN: the first audio bytes
+                            first = time.monotonic() - started
+                out.append((first, time.monotonic() - started))
+                k += 1
+
+    async def run() -> list[tuple[float, float]]:
+        out: list[tuple[float, float]] = []
+        stop = time.monotonic() + seconds
+        await asyncio.gather(*(client(i, stop, out) for i in range(clients)))
+        return out
+
+    return asyncio.run(run())
+
+
+def section_serve(threads: int, repeats: int = 5, clients: int = 4, load_seconds: float = 30.0) -> None:
     """First audio from `koel serve`: the paragraph streamed over loopback, first chunk in time tiles
-    (default) and whole (--no-stream-tiles), the two servers asked in alternation."""
+    (default) and whole (--no-stream-tiles), the two servers asked in alternation; then throughput
+    under load (``clients`` clients streaming short sentences back to back, each server in turn, two
+    rounds), where the tiled server makes chunks whole whenever others wait."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     servers = {"tiles": (8941, ()), "whole chunks": (8942, ("--no-stream-tiles",))}
     procs = []
@@ -420,6 +460,12 @@ def section_serve(threads: int, repeats: int = 5) -> None:
                 for name in order:
                     url = f"http://127.0.0.1:{servers[name][0]}"
                     results.setdefault((name, fmt), []).append(_streamed_speech(url, PARAGRAPH, fmt))
+        load: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
+        seconds = dict.fromkeys(servers, 0.0)
+        for r in range(2):
+            for name in list(servers) if r == 0 else list(servers)[::-1]:
+                load[name] += _serve_load(f"http://127.0.0.1:{servers[name][0]}", clients, load_seconds)
+                seconds[name] += load_seconds
     finally:
         for proc in procs:
             proc.terminate()
@@ -435,6 +481,16 @@ def section_serve(threads: int, repeats: int = 5) -> None:
         print(
             f"{name:14s} {fmt:>6s} {statistics.median(first):12.3f} {stall} {statistics.median(whole):8.2f}"
         )
+    print(
+        f"\nUnder load: {clients} clients streaming short sentences back to back, "
+        f"2 x {load_seconds:.0f} s per server (servers in turn)"
+    )
+    print(f"{'first chunk':14s} {'requests':>8s} {'per s':>6s} {'first byte s: median':>21s} {'p90':>6s}")
+    for name, rows in load.items():
+        firsts = sorted(f for f, _ in rows)
+        median = statistics.median(firsts) if firsts else float("nan")
+        p90 = firsts[int(0.9 * (len(firsts) - 1))] if firsts else float("nan")
+        print(f"{name:14s} {len(rows):8d} {len(rows) / seconds[name]:6.2f} {median:21.3f} {p90:6.3f}")
 
 
 def section_memory(threads: int) -> None:
