@@ -16,7 +16,9 @@
            for later ones over the whole paragraph (goal: 0)
 * serve    the same paragraph from `koel serve` (POST /v1/audio/speech, streamed, pcm and mp3) over
            loopback: time to the first audio byte and stalls, with the first chunk streamed in time
-           tiles (the default) and whole (--no-stream-tiles), two servers asked in alternation
+           tiles (the default) and whole (--no-stream-tiles), two servers asked in alternation; then
+           throughput under load: 4 clients streaming short sentences back to back, each server in
+           turn (requests per second, first byte median and p90)
 * memory   peak RSS (VmHWM, each process on its own) of `koel say` (one sentence) with the default
            and the reference engine, and RSS of `koel serve` at rest
 * batch    sentences per second for a 100-sentence job: one call per sentence vs padded batches
@@ -36,8 +38,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import httpx
 
 # Every system runs with the process's own threading settings, as a user would run it: OpenMP's
 # wait policy is left to the environment (the tables name it). With OMP_WAIT_POLICY=PASSIVE, threads
@@ -385,14 +391,15 @@ def _server_rest_rss_mb(env: dict[str, str], port: int = 8931) -> float:
         proc.wait(30)
 
 
-def _streamed_speech(url: str, text: str, fmt: str) -> tuple[float, float, float]:
-    """(first audio byte s, stalls s, whole response s) of one streamed /v1/audio/speech request.
+def _streamed_speech(client: httpx.Client, url: str, text: str, fmt: str) -> tuple[float, float, float]:
+    """(first audio byte s, stalls s, whole response s) of one streamed /v1/audio/speech request
+    sent with ``client`` (an ``httpx.Client``, made before the clock starts: making one costs
+    30-70 ms, most of it an SSL context, which no server should be charged for).
     Stalls (pcm only: 16-bit samples, so each read's duration is known) as :func:`playback_stalls`."""
-    import httpx
-
-    arrivals, durations, started = [], [], time.perf_counter()
+    arrivals, durations = [], []
     body = {"input": text, "voice": "af_heart", "response_format": fmt, "stream": True}
-    with httpx.Client(timeout=300) as client, client.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
+    started = time.perf_counter()
+    with client.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"{url} answered {r.status_code}: {r.read()[:200]!r}")
         for data in r.iter_raw():
@@ -413,33 +420,26 @@ SERVE_LOAD_TEXTS = (
 
 
 def _serve_load(url: str, clients: int, seconds: float) -> list[tuple[float, float]]:
-    """``clients`` concurrent clients streaming short sentences back to back for ``seconds``:
-    (first audio byte s, whole response s) of every request that finished."""
-    import asyncio
+    """``clients`` concurrent clients (threads, one connection each) streaming short sentences back
+    to back for ``seconds``: (first audio byte s, whole response s) of every request that finished."""
+    from concurrent.futures import ThreadPoolExecutor
 
     import httpx
 
-    async def client(i: int, stop: float, out: list[tuple[float, float]]) -> None:
-        async with httpx.AsyncClient(timeout=300) as c:
-            k = i
-            while time.monotonic() < stop:
-                text = SERVE_LOAD_TEXTS[k % len(SERVE_LOAD_TEXTS)]
-                body = {"input": text, "voice": "af_heart", "response_format": "pcm", "stream": True}
-                started, first = time.monotonic(), float("nan")
-                async with c.stream("POST", f"{url}/v1/audio/speech", json=body) as r:
-                    async for data in r.aiter_raw():
-                        if data and first != first:  # still NaN: the first audio bytes
-                            first = time.monotonic() - started
-                out.append((first, time.monotonic() - started))
-                k += 1
+    stop = time.perf_counter() + seconds
 
-    async def run() -> list[tuple[float, float]]:
-        out: list[tuple[float, float]] = []
-        stop = time.monotonic() + seconds
-        await asyncio.gather(*(client(i, stop, out) for i in range(clients)))
+    def client(i: int) -> list[tuple[float, float]]:
+        out = []
+        with httpx.Client(timeout=300) as c:
+            while time.perf_counter() < stop:
+                first, _, whole = _streamed_speech(
+                    c, url, SERVE_LOAD_TEXTS[(i + len(out)) % len(SERVE_LOAD_TEXTS)], "pcm"
+                )
+                out.append((first, whole))
         return out
 
-    return asyncio.run(run())
+    with ThreadPoolExecutor(clients) as pool:
+        return [row for rows in pool.map(client, range(clients)) for row in rows]
 
 
 def section_serve(threads: int, repeats: int = 5, clients: int = 4, load_seconds: float = 30.0) -> None:
@@ -447,6 +447,8 @@ def section_serve(threads: int, repeats: int = 5, clients: int = 4, load_seconds
     (default) and whole (--no-stream-tiles), the two servers asked in alternation; then throughput
     under load (``clients`` clients streaming short sentences back to back, each server in turn, two
     rounds), where the tiled server makes chunks whole whenever others wait."""
+    import httpx
+
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     servers = {"tiles": (8941, ()), "whole chunks": (8942, ("--no-stream-tiles",))}
     procs = []
@@ -459,7 +461,10 @@ def section_serve(threads: int, repeats: int = 5, clients: int = 4, load_seconds
                 order = list(servers) if r % 2 == 0 else list(servers)[::-1]
                 for name in order:
                     url = f"http://127.0.0.1:{servers[name][0]}"
-                    results.setdefault((name, fmt), []).append(_streamed_speech(url, PARAGRAPH, fmt))
+                    with httpx.Client(timeout=300) as client:  # a new connection, as a new client makes
+                        results.setdefault((name, fmt), []).append(
+                            _streamed_speech(client, url, PARAGRAPH, fmt)
+                        )
         load: dict[str, list[tuple[float, float]]] = {name: [] for name in servers}
         seconds = dict.fromkeys(servers, 0.0)
         for r in range(2):
