@@ -89,10 +89,11 @@ class Utterance:
 #: audio, against 3.278 and 0.978 for a 0.5 s first tile without a prior (untiled: 3.357).
 FIRST_TILE_FRAMES = 24
 #: Each next tile of :meth:`Pipeline.pieces`' first chunk is this much longer than the one before.
-#: A tile costs about 55 ms plus 3 ms per frame of its window (tile and 2 x 16 frames of context) on
-#: the 2-core bench machine, so the second tile must be small to be ready before the first (20
-#: frames once its crossfade is held back) has played: with 2.0 the paragraph stalled 0.05 s (median
-#: of 6 runs), with 1.5 0.016.
+#: A tile costs about 55 ms plus 3 ms per frame of its window (tile and 2 x 16 frames of context; the
+#: last generator stage, about half of that, only 2 x 7, see koel.model.fast.generate_tiles) on the
+#: 2-core bench machine, so the second tile must be small to be ready before the first (20 frames
+#: once its crossfade is held back) has played: with 2.0 the paragraph stalled 0.05 s (median of 6
+#: runs), with 1.5 0.016. A first tile of 16 frames came 0.04 s sooner but stalled 0.02-0.13 s.
 TILE_GROWTH = 1.5
 #: The first tile and growth without a prior (an engine that cannot make one, or a calibration
 #: sentence the front end could not read): 0.5 s, doubling. A 0.3 s tile comes sooner but its AdaIN

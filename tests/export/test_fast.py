@@ -519,6 +519,58 @@ def test_a_tile_prior_starts_the_tiles_statistics_from_a_whole_utterance(tiny_mo
         TilePrior.from_state({**prior.state(), "counts": []})
 
 
+def test_a_tiles_last_stage_runs_only_on_the_tile_and_its_reach(tiny_model):
+    from koel.model.fast import TilePrior, stream_tiles, tile_prior
+
+    tiny_model.fold_weight_norm()
+    accelerate(tiny_model, "fp32")
+    torch.manual_seed(7)
+    ids, style = _wrap(torch.randint(1, 170, (12,))), torch.randn(1, 32)
+    gen = tiny_model.decoder.generator
+    # statistics pinned to the utterance's own (a prior counted a billion times), so that the
+    # trimmed and the untrimmed last stage normalise alike and must agree to rounding
+    pinned = TilePrior(tile_prior(tiny_model, ids, style).stats, 1e9)
+    widths: list[tuple[int, int]] = []
+    first, last = gen.resblocks[0], gen.resblocks[-1]
+    hooks = [
+        m.register_forward_hook(lambda m, args, out: widths.append((id(m), args[0].shape[-1])))
+        for m in (first, last)
+    ]
+
+    def tiled(trim: bool) -> torch.Tensor:
+        kwargs = {"first_frames": 3, "frames": 5, "margin": 8, "overlap": 2, "prior": pinned, "trim": trim}
+        return torch.cat(list(stream_tiles(tiny_model, ids, style, **kwargs).pieces))
+
+    try:
+        whole, cut = tiled(False), tiled(True)
+    finally:
+        for h in hooks:
+            h.remove()
+    # not to float rounding: this random model feeds its noise branch near-constant channels, whose
+    # tiny variance scales the rounding of their centring up (measured 3e-4; the real model agrees
+    # to 1e-6, tests/pipeline); the prior counted once moves the audio by about 0.5
+    assert _rel(cut, whole) < 2e-3, _rel(cut, whole)
+    reach = gen.last_stage_reach()
+    assert 1 <= reach <= 8
+    rates = gen.ups_rates()
+    untrimmed, trimmed = widths[: len(widths) // 2], widths[len(widths) // 2 :]
+    stage = {id(first): rates[0], id(last): rates[0] * rates[1]}  # steps per frame at each resblock
+    frames_of = [[w // stage[m] for m, w in run if m == id(last)] for run in (untrimmed, trimmed)]
+    assert [w // stage[m] for m, w in untrimmed if m == id(first)] == [
+        w // stage[m] for m, w in trimmed if m == id(first)
+    ]
+    # the first tile (3 frames) has 8 frames of context on the right: untrimmed its last stage runs
+    # on all 11 frames; trimmed on 3, the crossfade's frame and the stage's reach
+    assert frames_of[0][0] == 11 and frames_of[1][0] == 3 + 1 + reach
+    assert all(t < u for t, u in zip(frames_of[1], frames_of[0], strict=True) if u > 5 + 2 + 2 * reach)
+    x = torch.randn(1, gen.ups[0].in_channels, 6)
+    har = gen.harmonic_features(torch.full((1, 6), 120.0))
+    with pytest.raises(ValueError, match="within"):
+        gen(x, style[:, :16], None, har=har, last_stage=(4, 7))
+    with pytest.raises(ValueError, match="unpadded"):
+        gen(x, style[:, :16], None, torch.tensor([6]), har=har, last_stage=(0, 3))
+
+
 def test_tile_bounds_cut_the_rest_into_equal_tiles():
     from koel.model.fast import tile_bounds
 
@@ -547,12 +599,19 @@ def test_tile_bounds_cut_the_rest_into_equal_tiles():
 
 
 class _PointwiseGenerator:
-    """A generator whose output at each step depends on that step only: tiling must reproduce it exactly."""
+    """A generator whose output at each step depends on that step only: tiling must reproduce it
+    exactly, its last stage cut to a tile (``last_stage``) or not."""
 
     hop = 5
 
-    def __call__(self, x, s, f0, har=None):
+    def __call__(self, x, s, f0, har=None, last_stage=None):
+        if last_stage is not None:
+            per = (har.shape[-1] - 1) // x.shape[-1]
+            har = har[..., per * last_stage[0] : per * last_stage[1] + 1]
         return har * (1 + x.mean())  # x is constant, so every tile sees the same factor
+
+    def last_stage_reach(self):
+        return 1
 
     def spectrogram_to_audio(self, spec):
         return spec[:, 0, :-1].repeat_interleave(self.hop, dim=-1)
@@ -570,9 +629,10 @@ def test_tiles_crossfade_back_to_the_untiled_signal(overlap):
     expected = gen.spectrogram_to_audio(har * 2)[0]
     assert torch.equal(whole, expected)
     bounds = tile_bounds(n, 7, 12)
-    pieces = list(generate_tiles(gen, x, None, har, bounds, margin=8, overlap=overlap))
-    assert len(pieces) == len(bounds) - 1
-    assert torch.allclose(torch.cat(pieces), expected, atol=1e-6)
+    for trim in (True, False):
+        pieces = list(generate_tiles(gen, x, None, har, bounds, margin=8, overlap=overlap, trim=trim))
+        assert len(pieces) == len(bounds) - 1
+        assert torch.allclose(torch.cat(pieces), expected, atol=1e-6)
 
 
 def test_fixed_width_windows_give_every_tile_the_same_shape():
@@ -584,15 +644,20 @@ def test_fixed_width_windows_give_every_tile_the_same_shape():
     widths = []
 
     class Recording(_PointwiseGenerator):
-        def __call__(self, x, s, f0, har=None):
-            widths.append((x.shape[-1], har.shape[-1]))
-            return super().__call__(x, s, f0, har)
+        def __call__(self, x, s, f0, har=None, last_stage=None):
+            widths.append((x.shape[-1], har.shape[-1], last_stage and last_stage[1] - last_stage[0]))
+            return super().__call__(x, s, f0, har, last_stage)
 
     gen = Recording()
     bounds = tile_bounds(n, 20, 20)
     assert len(bounds) == 6  # five tiles of 19 frames
-    pieces = list(generate_tiles(gen, x, None, har, bounds, margin=4, overlap=4, width=28))
-    assert widths == [(28, 28 * per + 1)] * 5
+    pieces = list(generate_tiles(gen, x, None, har, bounds, margin=4, overlap=4, width=28, trim=False))
+    assert widths == [(28, 28 * per + 1, None)] * 5
+    assert torch.allclose(torch.cat(pieces), gen.spectrogram_to_audio(har * 2)[0], atol=1e-6)
+    # the last stage cut to the tile, its crossfades (2 frames each side) and its reach (1): 19 + 6
+    widths.clear()
+    pieces = list(generate_tiles(gen, x, None, har, bounds, margin=4, overlap=4, width=28, trim=True))
+    assert widths == [(28, 28 * per + 1, 25)] * 5
     assert torch.allclose(torch.cat(pieces), gen.spectrogram_to_audio(har * 2)[0], atol=1e-6)
     with pytest.raises(ValueError, match="narrower"):
         next(generate_tiles(gen, x, None, har, bounds, margin=4, overlap=4, width=26))

@@ -8,6 +8,7 @@ The decoder runs at F and 2F steps; the generator upsamples 2F -> 20F -> 120F + 
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -183,18 +184,27 @@ class Generator(nn.Module):
         f0: torch.Tensor | None,
         f0_lengths: torch.Tensor | None = None,
         har: torch.Tensor | None = None,
+        last_stage: tuple[int, int] | None = None,
     ) -> torch.Tensor:
         """x [B, C, 2F], style [B, S], f0 [B, 2F] -> spectrogram logits [B, n_fft + 2, 120F + 1].
 
         ``har`` passes precomputed harmonic features (then ``f0`` is unused): a time tile of the
         utterance's source keeps the phase the whole utterance gives it. The iSTFT is applied by
         :meth:`spectrogram_to_audio` (per utterance when batched).
+
+        ``last_stage = (a, b)`` runs the last upsampling stage on input frames ``a:b`` only (unpadded
+        batches): the logits are those of frames a:b, [B, n_fft + 2, 60 (b - a) + 1], exact away from
+        the cut edges by :meth:`last_stage_reach` frames. A time tile whose outer frames are there only
+        as context for the earlier stages skips them in the last, most expensive one.
         """
         har = self.source_features(f0, f0_lengths, har)
         masks = self.step_masks(x, f0_lengths)
+        hars = self.stage_sources(x, har, last_stage, f0_lengths)
         for i in range(self.num_upsamples):
+            if last_stage is not None and i == self.num_upsamples - 1:
+                x = self.crop_last_stage(x, last_stage)
             x = apply_mask(F.leaky_relu(x, 0.1), masks[i])
-            x_source = self.noise_res[i](self.noise_convs[i](har), s, masks[i + 1])
+            x_source = self.noise_res[i](self.noise_convs[i](hars[i]), s, masks[i + 1])
             x = self.ups[i](x)
             if i == self.num_upsamples - 1:
                 x = F.pad(x, (1, 0), mode="reflect")
@@ -215,6 +225,54 @@ class Generator(nn.Module):
         if f0 is None:
             raise ValueError("the generator needs f0 or precomputed harmonic features")
         return self.harmonic_features(f0, f0_lengths)
+
+    def stage_sources(
+        self,
+        x: torch.Tensor,
+        har: torch.Tensor,
+        last_stage: tuple[int, int] | None,
+        f0_lengths: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """The harmonic features each stage's noise branch reads: ``har``, or for the last stage its
+        frames ``last_stage`` (checked against ``x``'s input frames)."""
+        hars = [har] * self.num_upsamples
+        if last_stage is None:
+            return hars
+        a, b = last_stage
+        frames = x.shape[-1]
+        if f0_lengths is not None:
+            raise ValueError("last_stage needs an unpadded batch (no f0_lengths)")
+        if not 0 <= a < b <= frames:
+            raise ValueError(f"last_stage frames {a}:{b} must lie within the input's {frames}")
+        per = (har.shape[-1] - 1) // frames
+        hars[-1] = har[..., per * a : per * b + 1]
+        return hars
+
+    def crop_last_stage(self, x: torch.Tensor, last_stage: tuple[int, int]) -> torch.Tensor:
+        """The last stage's input (after every earlier stage) cut to input frames ``last_stage``."""
+        rate = math.prod(self.ups_rates()[:-1])
+        return x[..., rate * last_stage[0] : rate * last_stage[1]]
+
+    def last_stage_reach(self) -> int:
+        """Input frames (80 Hz) by which the last stage's output depends on its input on either side:
+        its upsampler, its noise branch or resblocks (both feed the resblocks' sum), conv_post and the
+        iSTFT's overlap, rounded up with a step to spare."""
+
+        def resblock_reach(block: nn.Module) -> int:
+            convs = [*cast(nn.ModuleList, block.convs1), *cast(nn.ModuleList, block.convs2)]
+            return sum(int(c.dilation[0]) * (int(c.kernel_size[0]) - 1) // 2 for c in convs)
+
+        k = self.num_kernels
+        up = self.ups[-1]
+        steps = (
+            max(int(up.kernel_size[0]), resblock_reach(self.noise_res[-1]))  # type: ignore[index]
+            + max(resblock_reach(b) for b in list(self.resblocks)[-k:])
+            + (int(self.conv_post.kernel_size[0]) - 1) // 2  # type: ignore[index]
+            + self.n_fft // self.hop
+            + 1
+        )
+        per = math.prod(self.ups_rates())  # last-stage steps per input frame
+        return -(-steps // per)
 
     def step_masks(self, x: torch.Tensor, f0_lengths: torch.Tensor | None) -> list[torch.Tensor | None]:
         """Valid-step masks [B, 1, width] at the input rate and after each upsampling (None: unpadded)."""
