@@ -546,9 +546,9 @@ def test_a_tiles_last_stage_runs_only_on_the_tile_and_its_reach(tiny_model):
     finally:
         for h in hooks:
             h.remove()
-    # not to float rounding: this random model feeds its noise branch near-constant channels, whose
-    # tiny variance scales the rounding of their centring up (measured 3e-4; the real model agrees
-    # to 1e-6, tests/pipeline); the prior counted once moves the audio by about 0.5
+    # close, though not to float rounding: this random model feeds its noise branch near-constant
+    # channels, whose tiny variance scales up the rounding of their centring (measured 3e-4; the real
+    # model agrees to 1e-6, tests/pipeline); the prior counted once moves the audio by about 0.5
     assert _rel(cut, whole) < 2e-3, _rel(cut, whole)
     reach = gen.last_stage_reach()
     assert 1 <= reach <= 8
