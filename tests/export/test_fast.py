@@ -328,15 +328,20 @@ def test_plan_conv_uses_block_dft_for_long_kernels_only():
     assert isinstance(plan_conv(nn.Conv1d(8, 8, 11, padding=5), torch.float32), BlockDFTConv1d)
     assert isinstance(plan_conv(nn.Conv1d(8, 8, 3, padding=1), torch.float32), FastConv1d)
     dilated = plan_conv(nn.Conv1d(8, 8, 11, dilation=5, padding=25), torch.float32)
-    # sized for 11 taps, not for a 51 span: 32 with PyTorch's transforms, 64 with the compiled ones
-    assert isinstance(dilated, BlockDFTConv1d) and dilated.block == (64 if native.available() else 32)
+    # sized for 11 taps, not for a 51 span: 32 with PyTorch's transforms, 128 with the compiled ones
+    assert isinstance(dilated, BlockDFTConv1d) and dilated.block == (128 if native.available() else 32)
     big = nn.Conv1d(512, 512, 11, dilation=5, padding=25)
     assert isinstance(plan_conv(big, torch.float32, max_spectrum_values=1 << 20), FastConv1d)
-    if native.available():  # compiled transforms: blocks of 64, or 32 where 64's weights pass the budget
+    if native.available():  # compiled transforms: the longest of 128, 64, 32 within the budget
         for dtype in (torch.bfloat16, torch.float32):  # the budget counts values, whatever their size
-            assert cast(BlockDFTConv1d, plan_conv(nn.Conv1d(8, 8, 7, padding=3), dtype)).block == 64
+            assert cast(BlockDFTConv1d, plan_conv(nn.Conv1d(8, 8, 7, padding=3), dtype)).block == 128
+            generator = plan_conv(nn.Conv1d(128, 128, 11, padding=5), dtype)  # the 4800 Hz stage
+            assert isinstance(generator, BlockDFTConv1d) and generator.block == 128 and generator.native
             wide = plan_conv(nn.Conv1d(256, 256, 11, padding=5), dtype)
             assert isinstance(wide, BlockDFTConv1d) and wide.block == 32 and wide.native
+            budget = (2 * 64 - 2) * 128 * 128  # 64's weights fit, 128's do not
+            narrower = plan_conv(nn.Conv1d(128, 128, 11, padding=5), dtype, max_spectrum_values=budget)
+            assert isinstance(narrower, BlockDFTConv1d) and narrower.block == 64
     # an ONNX graph runs PyTorch's transforms: blocks sized for them, and 2 bytes per budgeted value
     graph = plan_conv(nn.Conv1d(8, 8, 11, padding=5), torch.float32, compiled=False)
     assert isinstance(graph, BlockDFTConv1d) and graph.block == 32 and not graph.native

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from koel.memory import trim
 from koel.model import native
 from koel.model.generator import AdaINResBlock1, Generator, snake
 from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
@@ -545,7 +546,7 @@ class BlockDFTConv1d(nn.Module):
     A k-tap conv costs k * C_in * C_out multiply-adds per output step. Cut into blocks of n = ``block``
     samples it becomes one C_out x C_in product for each of the two real bins (DC and Nyquist) and one
     complex product for each of the n / 2 - 1 others: (2 n - 2) / (n - k + 1) * C_in * C_out per step
-    (2.3 for k = 11 in blocks of 64, 2.8 in blocks of 32, instead of 11). Exact up to ``dtype`` rounding.
+    (2.15 for k = 11 in blocks of 128, 2.3 in 64, 2.8 in 32, instead of 11). Exact up to ``dtype`` rounding.
 
     The transforms run in koel's compiled kernel (:mod:`koel.model.native`: FFTs on 8 or 16 blocks
     at a time, one per SIMD lane, straight from and to the signal, float32 output) on the CPU where
@@ -594,7 +595,6 @@ class BlockDFTConv1d(nn.Module):
         # torch's conv is a correlation: Y_f = conj(W_f) X_f per bin; [[A, -B], [B, A]] maps (Re, Im) -> (Re, Im).
         spec = torch.fft.rfft(w, n=block).conj().permute(2, 0, 1)  # [bins, C_out, C_in]
         a, b = spec.real[1 : self.nyquist], spec.imag[1 : self.nyquist]
-        mix_complex = torch.cat([torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1)
         rows = native.spectrum_rows(block)
         f = torch.tensor([r[0] for r in rows], dtype=torch.float64)[:, None]
         imaginary = torch.tensor([r[1] == 1 for r in rows])[:, None]
@@ -607,6 +607,8 @@ class BlockDFTConv1d(nn.Module):
         mix_real = spec.real[[0, self.nyquist]]
         if self.packed:  # the complex bins as A, -(A + B), B - A: three real products instead of four
             mix_real, mix_complex = native.pack_mix_weights(mix_real), native.pack_complex_mix_weights(a, b)
+        else:
+            mix_complex = torch.cat([torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1)
         self.register_buffer("mix_real", mix_real.to(device, dtype).contiguous(), persistent=False)
         self.register_buffer("mix_complex", mix_complex.to(device, dtype).contiguous(), persistent=False)
         self.register_buffer("analysis", analysis.to(device, dtype).contiguous(), persistent=False)
@@ -725,20 +727,25 @@ def plan_conv(
     """The faster of a direct and a block-DFT convolution for this shape (measured on x86, fp32/bf16).
 
     Block DFT wins for kernels of 7 taps and more, dilated or not (dilated ones run polyphase). With
-    the compiled transforms the block is 64 samples (32 where those mixing weights would pass
-    ``max_spectrum_values``), which costs 10-20% fewer products than 32; with PyTorch's matrix-product
-    transforms (no compiler, another device, or ``compiled=False`` for an ONNX graph), whose cost
-    grows with the block, the power of two at or above 2.5x the kernel, within 2 bytes per budgeted
-    value. Weights over the budget stay direct to bound memory. On the 2-core AVX2 CPU of bench/speed.py,
-    fp32, 5 s of audio: an 11-tap 256-channel convolution took 17 ms in blocks of 32 (1.2 ms analysis,
-    14.4 ms mixing, 1.1 ms synthesis) against 44-53 ms direct; at 128 channels, blocks of 64, 27 ms
-    against 110 ms.
+    the compiled transforms the block is the longest of 128, 64 and 32 samples whose mixing weights
+    stay within ``max_spectrum_values``: a longer block costs fewer products per output step (for 11
+    taps 2.15x C_in C_out in blocks of 128, 2.33x in 64, 2.8x in 32) and fewer transform samples per
+    output, for weights twice the size. With PyTorch's matrix-product transforms (no compiler, another
+    device, or ``compiled=False`` for an ONNX graph), whose cost grows with the block, the power of
+    two at or above 2.5x the kernel, within 2 bytes per budgeted value. Weights over the budget stay
+    direct to bound memory. On the 2-core AVX2 CPU of bench/speed.py, fp32, 5 s of audio: an 11-tap
+    256-channel convolution took 17 ms in blocks of 32 (1.2 ms analysis, 14.4 ms mixing, 1.1 ms
+    synthesis) against 44-53 ms direct; at 128 channels, blocks of 64, 27 ms against 110 ms. The
+    generator's 128-channel convolutions (the 4800 Hz stage) in blocks of 128 instead of 64 made the
+    whole engine 6% faster in fp32 and 4% in bf16 (bench/speed.py's 30 sentences, 2-core AVX512-BF16
+    CPU, fp32 with the kernel built for AVX2; two alternating rounds each) for 113 MB more weights;
+    the 256-channel ones in blocks of 64 would buy 2% more for another 226 MB, outside the budget.
     """
     k = conv.kernel_size[0]
     if k >= 7:
         c_out, c_in, _ = conv.weight.shape
         compiled = compiled and conv.weight.device.type == "cpu" and native.available()
-        sizes = [64, 32] if compiled else [1 << max(4, math.ceil(math.log2(2.5 * k)))]
+        sizes = [128, 64, 32] if compiled else [1 << max(4, math.ceil(math.log2(2.5 * k)))]
         size = 1.0 if compiled else torch.empty(0, dtype=dtype).element_size() / 2
         for block in sizes:
             if block > k and (2 * block - 2) * c_out * c_in * size <= max_spectrum_values:
@@ -1563,6 +1570,7 @@ def accelerate(
         for i, block in enumerate(blocks):
             if not isinstance(block, FastAdaINResBlock1):
                 blocks[i] = FastAdaINResBlock1(cast(AdaINResBlock1, block), dtype, block_dft, compiled)
+                trim()  # each block's float64 spectra (tens of MB) back to the OS before the next
     for blocks in (model.decoder.decode, model.predictor.F0, model.predictor.N):
         for i, block in enumerate(blocks):
             if not isinstance(block, FastAdainResBlk1d):
