@@ -277,6 +277,25 @@ def test_speech_streams_the_first_chunk_in_time_tiles_with_the_voices_prior(kit)
     assert tiled.content == plain.content  # the fake's tiles add up to its whole chunks
 
 
+def test_without_a_prior_the_first_tile_is_the_long_unprimed_one(kit):
+    """An engine that streams but gives no prior: the first chunk comes in the unprimed tiles (1 s,
+    doubling), whose statistics are their own window's; the audio is the same."""
+    from koel.pipeline import UNPRIMED_FIRST_TILE_FRAMES
+
+    class NoPrior(kit.FakeStreamingEngine):  # type: ignore[name-defined]
+        def tile_prior(self, request):
+            super().tile_prior(request)
+            return None
+
+    engine = NoPrior()
+    with TestClient(_tiled_app(kit, engine)) as c:
+        r = c.post("/v1/audio/speech", json={"input": TEXT, "response_format": "pcm"})
+    assert r.status_code == 200, r.text
+    first, *later = engine.streams
+    assert first["first_frames"] == UNPRIMED_FIRST_TILE_FRAMES == 80 and first["prior"] is None
+    assert engine.priors and all(s["first_frames"] is None for s in later)
+
+
 def test_a_new_voices_prior_is_made_in_the_engine_thread_once(kit):
     engine = kit.FakeStreamingEngine()
     with TestClient(_tiled_app(kit, engine)) as c:
