@@ -279,7 +279,7 @@ def test_speech_streams_the_first_chunk_in_time_tiles_with_the_voices_prior(kit)
 
 def test_without_a_prior_the_first_tile_is_the_long_unprimed_one(kit):
     """An engine that streams but gives no prior: the first chunk comes in the unprimed tiles (1 s,
-    doubling), whose statistics are their own window's; the audio is the same."""
+    doubling; their statistics are their own window's), later chunks whole."""
     from koel.pipeline import UNPRIMED_FIRST_TILE_FRAMES
 
     class NoPrior(kit.FakeStreamingEngine):  # type: ignore[name-defined]
