@@ -736,10 +736,12 @@ def plan_conv(
     direct to bound memory. On the 2-core AVX2 CPU of bench/speed.py, fp32, 5 s of audio: an 11-tap
     256-channel convolution took 17 ms in blocks of 32 (1.2 ms analysis, 14.4 ms mixing, 1.1 ms
     synthesis) against 44-53 ms direct; at 128 channels, blocks of 64, 27 ms against 110 ms. The
-    generator's 128-channel convolutions (the 4800 Hz stage) in blocks of 128 instead of 64 made the
-    whole engine 6% faster in fp32 and 4% in bf16 (bench/speed.py's 30 sentences, 2-core AVX512-BF16
-    CPU, fp32 with the kernel built for AVX2; two alternating rounds each) for 113 MB more weights;
-    the 256-channel ones in blocks of 64 would buy 2% more for another 226 MB, outside the budget.
+    generator's 128-channel convolutions (the 4800 Hz stage) in blocks of 128 instead of 64 take
+    about 3.5% off the whole engine's time in fp32 (bench/speed.py's 30 sentences, 2-core
+    AVX512-BF16 CPU, kernel built for AVX2, the two engines alternating: 0.931-0.938x with the
+    64-block engine built first, 1.003-1.010x the other way round, as the engine built second ran
+    about 3% faster), for 113 MB more weights; in bf16 only 0.962x was measured, with the 64-block
+    engine built first, so about even.
     """
     k = conv.kernel_size[0]
     if k >= 7:
