@@ -339,6 +339,10 @@ def test_plan_conv_uses_block_dft_for_long_kernels_only():
             assert isinstance(generator, BlockDFTConv1d) and generator.block == 128 and generator.native
             wide = plan_conv(nn.Conv1d(256, 256, 11, padding=5), dtype)
             assert isinstance(wide, BlockDFTConv1d) and wide.block == 32 and wide.native
+            # with the compiled float32 products, a twin in blocks of 64 for long inputs
+            twin = (dtype == torch.float32 and native.mix_available()) or None
+            assert (wide.long is not None and wide.long.block == 64) == bool(twin)
+            assert generator.long is None  # no blocks of 256
             budget = (2 * 64 - 2) * 128 * 128  # 64's weights fit, 128's do not
             narrower = plan_conv(nn.Conv1d(128, 128, 11, padding=5), dtype, max_spectrum_values=budget)
             assert isinstance(narrower, BlockDFTConv1d) and narrower.block == 64
@@ -351,6 +355,25 @@ def test_plan_conv_uses_block_dft_for_long_kernels_only():
     assert isinstance(
         plan_conv(nn.Conv1d(256, 256, 11, padding=5), torch.bfloat16, compiled=False), BlockDFTConv1d
     )
+
+
+@pytest.mark.skipif(not native.mix_available(), reason="the compiled mixing needs AVX2 and FMA")
+def test_long_inputs_run_through_the_twin_in_longer_blocks():
+    from koel.model.fast import LONG_INPUT
+
+    torch.manual_seed(5)
+    conv = nn.Conv1d(256, 256, 11, dilation=3, padding=15)
+    planned = cast(BlockDFTConv1d, plan_conv(conv, torch.float32))
+    assert planned.long is not None and planned.long.block == 2 * planned.block
+    short = copy.deepcopy(planned)
+    short.long = None
+    for length in (LONG_INPUT - 1, LONG_INPUT):
+        x = torch.randn(1, 256, length)
+        with torch.no_grad():
+            assert _rel(planned(x), conv(x)) < 2e-3  # float16 weights
+        twin = length >= LONG_INPUT
+        assert torch.equal(planned(x), (planned.long if twin else short)(x))
+        assert torch.equal(planned(x), short(x)) != twin  # the blocks round differently
 
 
 def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):
@@ -378,7 +401,9 @@ def test_accelerate_keeps_parameters_and_needs_folded_weights(tiny_model):
 def test_accelerated_model_matches_reference(tiny_model):
     tiny_model.fold_weight_norm()
     fast = copy.deepcopy(tiny_model)
-    accelerate(fast, "fp32")
+    accelerate(fast, "fp32", half_weights=False)
+    half = copy.deepcopy(tiny_model)  # float32 products on float16-stored weights (the default)
+    accelerate(half, "fp32", half_weights=True)
     low = copy.deepcopy(tiny_model)
     accelerate(low, "bf16")
     torch.manual_seed(3)
@@ -390,7 +415,8 @@ def test_accelerated_model_matches_reference(tiny_model):
     x = torch.randn(1, 32, 2 * int(durations.sum())) * 0.5
     with torch.no_grad():
         ref_spec = tiny_model.decoder.generator(x, style[:, :16], ref.f0)
-    for model, tol in ((fast, 1e-4), (low, 5e-2)):
+    # float16 weights: 2^-11 relative each, against bf16's 2^-8
+    for model, tol in ((fast, 1e-4), (half, 2e-3), (low, 5e-2)):
         out = model.synthesize(ids, style, durations=durations)
         assert out.audio.shape == ref.audio.shape
         assert _rel(out.f0, ref.f0) < tol and _rel(out.energy, ref.energy) < tol
@@ -509,7 +535,8 @@ def test_a_tile_prior_starts_the_tiles_statistics_from_a_whole_utterance(tiny_mo
     assert torch.equal(tiled(TilePrior(prior.stats, 0.0)), plain)  # weight 0: no prior
     restored = TilePrior.from_state(copy.deepcopy(prior.state()))
     assert torch.equal(tiled(restored), once)
-    # with a prior the decoder runs first on the first tiles' window only, then on the whole utterance
+    # with a prior the decoder runs first on the first tile's window only, then on the first two
+    # tiles' window, then on the whole utterance
     lengths: list[int] = []
     hook = tiny_model.decoder.encode.register_forward_hook(lambda m, args, out: lengths.append(out.shape[-1]))
     try:
@@ -518,7 +545,8 @@ def test_a_tile_prior_starts_the_tiles_statistics_from_a_whole_utterance(tiny_mo
     finally:
         hook.remove()
     frames = ref.shape[-1] // 600  # 40 Hz
-    assert len(lengths) == 3 and lengths[0] < frames // 4 and lengths[1:] == [frames, frames], lengths
+    assert len(lengths) == 4 and lengths[0] < lengths[1] < frames // 4, lengths
+    assert lengths[2:] == [frames, frames], lengths
     assert torch.allclose(tiled(prior, first=1 << 20), ref, atol=1e-5)  # one tile: the untiled computation
     with pytest.raises(ValueError, match="differ in length"):
         TilePrior.from_state({**prior.state(), "counts": []})

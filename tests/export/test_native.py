@@ -610,3 +610,31 @@ def test_complex_mix_rejects_mismatched_operands():
         native.complex_mix(torch.randn(2, 2, 4, 3), packed, 8, out=torch.empty(2, 2, 8, 4))
     with pytest.raises(ValueError, match="packed complex weights"):
         native.complex_mix(torch.randn(2, 2, 4, 3), packed[:, :2], 8)
+
+
+@needs_mix
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 1, 1), (7, 5, 3), (13, 300, 40), (20, 40, 400)])
+def test_float16_weights_are_widened_exactly(m, k, n):
+    """Half-packed weights give bit for bit the products of the same values packed as float32 (K of
+    5 and 300: W tiles of 30 and 264 values, not whole vectors of 8; magnitudes down to float16's
+    subnormals), and their rounding error."""
+    torch.manual_seed(m + k + n)
+    w, x = torch.randn(3, m, k), torch.randn(3, k, n)
+    half = native.pack_mix_weights(w, half=True)
+    assert half.dtype == torch.float16 and torch.equal(
+        half.float(), native.pack_mix_weights(w.half().float())
+    )
+    assert torch.equal(native.mix(x, half, m), native.mix(x, half.float(), m))
+    assert 1e-5 < _rel(native.mix(x, half, m), torch.bmm(w.double(), x.double())) < 1e-3
+    tiny = native.pack_mix_weights(w * torch.logspace(-7, 0, k), half=True)  # subnormals too
+    assert torch.equal(native.mix(x, tiny, m), native.mix(x, tiny.float(), m))
+    a, b, xc = torch.randn(3, m, k), torch.randn(3, m, k), torch.randn(3, 2, k, n)
+    half_c = native.pack_complex_mix_weights(a, b, half=True)
+    assert torch.equal(native.complex_mix(xc, half_c, m), native.complex_mix(xc, half_c.float(), m))
+    wc, xs = torch.randn(m, k, 3), torch.randn(2, k, n)
+    half_conv = native.pack_conv_weights(wc, half=True)
+    assert torch.equal(native.conv(xs, half_conv, m, 3, 2, 2), native.conv(xs, half_conv.float(), m, 3, 2, 2))
+    half_w = native.pack_winograd_weights(wc, half=True)
+    assert torch.equal(native.winograd_conv(xs, half_w, m, 1), native.winograd_conv(xs, half_w.float(), m, 1))
+    with pytest.raises(ValueError, match="float32 or float16"):
+        native.mix(x, half.double(), m)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from koel.export.onnx_export import spectral_error
-from koel.model.fast import FastLinear, accelerate, int8_linear_available
+from koel.model import native
+from koel.model.fast import FastLinear, accelerate, holds_half_weights, int8_linear_available
 from koel.tokenizer import encode, with_boundaries
 
 PHONEMES = "ðə lˈIbɹˌɛɹi ˈOpᵊnz ˈɜɹli ˌɔn wˈikdˌAz ænd klˈOzᵻz lˈAt ˌɔn fɹˈIdˌAz."
@@ -23,12 +24,16 @@ def sentence(shared_voices):
     return torch.tensor([with_boundaries(encode(PHONEMES))]), voice.row(len(PHONEMES)).reshape(1, -1)
 
 
-@pytest.mark.parametrize(("precision", "bound"), [("fp32", 0.05), ("bf16", 0.3)])
-def test_fast_path_sounds_like_the_reference(real_model, sentence, precision, bound):
+@pytest.mark.parametrize(
+    ("precision", "half_weights", "bound"),
+    [("fp32", False, 0.05), ("fp32", True, 0.05), ("bf16", False, 0.3)],
+)
+def test_fast_path_sounds_like_the_reference(real_model, sentence, precision, half_weights, bound):
     ids, style = sentence
     ref = real_model.synthesize(ids, style)
     model = copy.deepcopy(real_model)
-    accelerate(model, precision, int8_text=False)
+    accelerate(model, precision, int8_text=False, half_weights=half_weights)
+    assert holds_half_weights(model) == (half_weights and native.mix_available())
     out = model.synthesize(ids, style)
     assert torch.equal(out.durations, ref.durations)  # the text side is untouched
     err = spectral_error(ref.audio[0].numpy(), out.audio[0].numpy())

@@ -55,6 +55,8 @@ class FastTorchEngine(TorchEngine):
 
     ``int8_text`` runs PL-BERT's products in int8 where its weights are exact int8 (the embedded
     weights are); None: on unless ``KOEL_INT8_TEXT=0`` (see :func:`koel.model.fast.accelerate`).
+    ``half_weights`` keeps the float32 kernel's packed weights in float16 (products in float32);
+    None: on unless ``KOEL_HALF_WEIGHTS=0`` (same place).
     """
 
     name = "fast"
@@ -68,13 +70,16 @@ class FastTorchEngine(TorchEngine):
         tile_frames: int | None = None,
         whole_frames: int | None = None,
         int8_text: bool | None = None,
+        half_weights: bool | None = None,
     ) -> None:
         from koel.memory import trim
-        from koel.model.fast import FastLinear, accelerate
+        from koel.model.fast import FastLinear, accelerate, holds_half_weights
 
-        self.dtype = accelerate(model, precision, int8_text=int8_text)
+        self.dtype = accelerate(model, precision, int8_text=int8_text, half_weights=half_weights)
         #: whether PL-BERT runs in int8 (it moves a few durations, so tile priors are kept apart)
         self.int8_text = any(isinstance(m, FastLinear) and m.int8 is not None for m in model.bert.modules())
+        #: whether the compiled products read float16 weights (tile priors kept apart for the same reason)
+        self.half_weights = holds_half_weights(model)
         # Building the fast blocks (block-DFT spectra in float64, packed weights) frees about 300 MB of
         # temporaries that glibc would keep under koel's trim threshold: a server at rest kept them.
         trim()
@@ -181,6 +186,7 @@ class FastTorchEngine(TorchEngine):
             digest.hexdigest(),
             repr(request.speed),
             "int8-text" if self.int8_text else "float-text",
+            "half-weights" if self.half_weights else "float-weights",
             folder="tiles",
         )
         state = load_cached(path)

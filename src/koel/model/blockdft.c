@@ -854,15 +854,62 @@ static inline void mix_tile8(const float *a, const float *b, int K, int rows, in
     }
 }
 
+/* Packed weights, float32 or float16 (f16 = 1: half the bytes to read, which a product on a few dozen
+ * columns waits for, and half the memory; each W tile is widened to float32 in L1, once for all the
+ * strips it meets, so the products are the float32 ones of the rounded weights). */
+typedef struct {
+    const void *p;
+    int f16;
+} wref_t;
+
+static inline wref_t w_at(wref_t w, int64_t elements) {
+    w.p = (const char *)w.p + elements * (w.f16 ? 2 : 4);
+    return w;
+}
+
+/* One IEEE float16 value as a float32 (exact: every float16 is a float32). */
+static inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    uint32_t bits;
+    if (exponent == 0x1f) /* infinity, NaN */
+        bits = sign | 0x7f800000u | mantissa << 13;
+    else if (exponent) /* normal: rebias 15 -> 127 */
+        bits = sign | (exponent + 112) << 23 | mantissa << 13;
+    else { /* zero or subnormal: mantissa x 2^-24 */
+        const float v = (float)mantissa * 5.9604644775390625e-8f;
+        memcpy(&bits, &v, sizeof bits);
+        bits |= sign;
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* count float16 values -> float32 in dst (32-byte aligned): F16C's conversion, 8 at a time. */
+static void widen(const uint16_t *src, int count, float *dst) {
+    int i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= count; i += 8)
+        _mm256_store_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
+#endif
+    for (; i < count; i++) dst[i] = half_to_float(src[i]);
+}
+
 /* Rows [t0, t1) tiles of y[:, c0 : c0 + cols] (+)= W b for one packed panel b [strips][K][MIX_NR];
  * y's rows ld apart, its columns step apart (1, or the row length of a transposed y). */
-static void mix_panel(const float *w, const float *b, int M, int K, int t0, int t1, int cols, float *y, int64_t ld,
+static void mix_panel(wref_t w, const float *b, int M, int K, int t0, int t1, int cols, float *y, int64_t ld,
                       int64_t step, int add, const float *bias) {
+    float wide[MIX_KC * MIX_MR] __attribute__((aligned(32)));
     for (int k0 = 0; k0 < K; k0 += MIX_KC) { /* a kc x cols slice of the panel stays in L2 */
         const int kc = K - k0 < MIX_KC ? K - k0 : MIX_KC;
         for (int t = t0; t < t1; t++) { /* one W tile (kc x 6 floats) against every strip */
             const int rows = M - t * MIX_MR < MIX_MR ? M - t * MIX_MR : MIX_MR;
-            const float *a = w + ((int64_t)t * K + k0) * MIX_MR;
+            const wref_t tile = w_at(w, ((int64_t)t * K + k0) * MIX_MR);
+            const float *a = tile.p;
+            if (tile.f16) {
+                widen(tile.p, kc * MIX_MR, wide);
+                a = wide;
+            }
             for (int s = 0; s * MIX_NR < cols; s++) {
                 const int n = cols - s * MIX_NR < MIX_NR ? cols - s * MIX_NR : MIX_NR;
                 const float *strip = b + ((int64_t)s * K + k0) * MIX_NR;
@@ -901,7 +948,9 @@ static mix_plan_t mix_plan(int units, int M, int N, int threads) {
  * (taps = 0) or a convolution's input [c_in][length] read through its taps (K = taps * c_in). The
  * strides step each pointer from one unit to the next (0: shared by all). */
 typedef struct {
-    const float *x, *w, *bias;
+    const float *x;
+    wref_t w;
+    const float *bias;
     float *y;
     int64_t x_unit, w_unit, y_unit;
     int units, M, K, N, accumulate;
@@ -942,7 +991,8 @@ static void mix_pack_sum(const float *xr, const float *xi, int K, int N, int c0,
 /* One work item of a complex product: rows [t0, t1) tiles of columns [c0, c0 + cols) of unit u. */
 static void cmix_item(const mix_job_t *j, int u, int c0, int cols, int t0, int t1, float *b) {
     const int64_t x_part = (int64_t)j->K * j->N, y_part = (int64_t)j->M * j->N, w_part = j->w_unit / 3;
-    const float *xr = j->x + u * j->x_unit, *xi = xr + x_part, *w = j->w + u * j->w_unit;
+    const float *xr = j->x + u * j->x_unit, *xi = xr + x_part;
+    const wref_t w = w_at(j->w, u * j->w_unit);
     float *re = j->y + u * j->y_unit + c0, *im = re + y_part;
     mix_pack_sum(xr, xi, j->K, j->N, c0, cols, b);
     mix_panel(w, b, j->M, j->K, t0, t1, cols, re, j->N, 1, 0, NULL); /* T */
@@ -950,9 +1000,9 @@ static void cmix_item(const mix_job_t *j, int u, int c0, int cols, int t0, int t
     for (int r = t0 * MIX_MR; r < r1; r++)
         memcpy(im + (int64_t)r * j->N, re + (int64_t)r * j->N, (size_t)cols * sizeof(float));
     mix_pack(xi, j->K, j->N, c0, cols, b);
-    mix_panel(w + w_part, b, j->M, j->K, t0, t1, cols, re, j->N, 1, 1, NULL); /* - (A + B) Xi */
+    mix_panel(w_at(w, w_part), b, j->M, j->K, t0, t1, cols, re, j->N, 1, 1, NULL); /* - (A + B) Xi */
     mix_pack(xr, j->K, j->N, c0, cols, b);
-    mix_panel(w + 2 * w_part, b, j->M, j->K, t0, t1, cols, im, j->N, 1, 1, NULL); /* + (B - A) Xr */
+    mix_panel(w_at(w, 2 * w_part), b, j->M, j->K, t0, t1, cols, im, j->N, 1, 1, NULL); /* + (B - A) Xr */
 }
 
 static int mix_run(const mix_job_t *j, int threads) {
@@ -980,37 +1030,37 @@ static int mix_run(const mix_job_t *j, int threads) {
                 conv_pack(x, j->c_in, j->length, j->taps, j->dilation, j->pad, c0, cols, b);
             else
                 mix_pack(x, j->K, j->N, c0, cols, b);
-            mix_panel(j->w + u * j->w_unit, b, j->M, j->K, t0, t1, cols, j->y + u * j->y_unit + c0, j->N, 1,
-                      j->accumulate, j->bias);
+            mix_panel(w_at(j->w, u * j->w_unit), b, j->M, j->K, t0, t1, cols, j->y + u * j->y_unit + c0, j->N,
+                      1, j->accumulate, j->bias);
         }
         free(b);
     }
     return failed;
 }
 
-int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
+int koel_mix(const float *x, float *y, const void *w, int w_f16, int groups, int M, int K, int N, int threads) {
     if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
     const int64_t tiles = (M + MIX_MR - 1) / MIX_MR;
-    const mix_job_t job = {x, w, NULL, y, (int64_t)K * N, tiles * K * MIX_MR, (int64_t)M * N, groups, M, K, N, 0,
-                           0, 0, 0, 0, 0, 0};
+    const mix_job_t job = {x, {w, w_f16}, NULL, y, (int64_t)K * N, tiles * K * MIX_MR, (int64_t)M * N,
+                           groups, M, K, N, 0, 0, 0, 0, 0, 0, 0};
     return mix_run(&job, threads);
 }
 
-int koel_cmix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
+int koel_cmix(const float *x, float *y, const void *w, int w_f16, int groups, int M, int K, int N, int threads) {
     if (groups < 1 || M < 1 || K < 1 || N < 1) return 1;
     const int64_t tiles = (M + MIX_MR - 1) / MIX_MR;
-    const mix_job_t job = {x, w, NULL, y, 2 * (int64_t)K * N, 3 * tiles * K * MIX_MR, 2 * (int64_t)M * N,
-                           groups, M, K, N, 0, 0, 0, 0, 0, 0, 1};
+    const mix_job_t job = {x, {w, w_f16}, NULL, y, 2 * (int64_t)K * N, 3 * tiles * K * MIX_MR,
+                           2 * (int64_t)M * N, groups, M, K, N, 0, 0, 0, 0, 0, 0, 1};
     return mix_run(&job, threads);
 }
 
 /* y [batch][M][out_length] (+)= conv(x [batch][c_in][length]) + bias for W [M][c_in][taps] packed as
  * [1][ceil(M / MIX_MR)][taps * c_in][MIX_MR] (row t * c_in + c = tap t of channel c). */
-int koel_conv(const float *x, float *y, const float *w, const float *bias, int batch, int c_in, int length, int M,
-              int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
+int koel_conv(const float *x, float *y, const void *w, int w_f16, const float *bias, int batch, int c_in, int length,
+              int M, int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
     if (batch < 1 || c_in < 1 || length < 1 || M < 1 || taps < 1 || dilation < 1 || pad < 0 || out_length < 1)
         return 1;
-    const mix_job_t job = {x, w, bias, y, (int64_t)c_in * length, 0, (int64_t)M * out_length, batch, M,
+    const mix_job_t job = {x, {w, w_f16}, bias, y, (int64_t)c_in * length, 0, (int64_t)M * out_length, batch, M,
                            taps * c_in, out_length, accumulate, c_in, length, taps, dilation, pad, 0};
     return mix_run(&job, threads);
 }
@@ -1165,14 +1215,14 @@ int koel_lstm(const float *proj, const float *w, int T, int H, float *out, float
 #else
 int koel_mix_available(void) { return 0; }
 
-int koel_mix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
-    (void)x, (void)y, (void)w, (void)groups, (void)M, (void)K, (void)N, (void)threads;
+int koel_mix(const float *x, float *y, const void *w, int w_f16, int groups, int M, int K, int N, int threads) {
+    (void)x, (void)y, (void)w, (void)w_f16, (void)groups, (void)M, (void)K, (void)N, (void)threads;
     return 2;
 }
 
-int koel_conv(const float *x, float *y, const float *w, const float *bias, int batch, int c_in, int length, int M,
-              int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
-    (void)x, (void)y, (void)w, (void)bias, (void)batch, (void)c_in, (void)length, (void)M, (void)taps;
+int koel_conv(const float *x, float *y, const void *w, int w_f16, const float *bias, int batch, int c_in, int length,
+              int M, int taps, int dilation, int pad, int out_length, int accumulate, int threads) {
+    (void)x, (void)y, (void)w, (void)w_f16, (void)bias, (void)batch, (void)c_in, (void)length, (void)M, (void)taps;
     (void)dilation, (void)pad, (void)out_length, (void)accumulate, (void)threads;
     return 2;
 }
@@ -1184,8 +1234,8 @@ int koel_lstm(const float *proj, const float *w, int T, int H, float *out, float
     (void)proj, (void)w, (void)T, (void)H, (void)out, (void)state, (void)threads;
     return 2;
 }
-int koel_cmix(const float *x, float *y, const float *w, int groups, int M, int K, int N, int threads) {
-    (void)x, (void)y, (void)w, (void)groups, (void)M, (void)K, (void)N, (void)threads;
+int koel_cmix(const float *x, float *y, const void *w, int w_f16, int groups, int M, int K, int N, int threads) {
+    (void)x, (void)y, (void)w, (void)w_f16, (void)groups, (void)M, (void)K, (void)N, (void)threads;
     return 2;
 }
 #endif

@@ -237,7 +237,12 @@ class FastConv1d(nn.Module):
     phase_bias: torch.Tensor | None  # a transposed convolution's bias, repeated for each output phase
 
     def __init__(
-        self, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool = True
+        self,
+        conv: nn.Conv1d | nn.ConvTranspose1d,
+        dtype: torch.dtype,
+        compiled: bool = True,
+        *,
+        half_weights: bool = False,
     ) -> None:
         super().__init__()
         self.transposed = isinstance(conv, nn.ConvTranspose1d)
@@ -268,16 +273,17 @@ class FastConv1d(nn.Module):
         weight = conv.weight.detach()
         bias = None if conv.bias is None else conv.bias.detach().to(dtype).clone()
         phase_bias = None
+        half = self.packed and half_weights
         if self.winograd:
-            weight = native.pack_winograd_weights(weight)
+            weight = native.pack_winograd_weights(weight, half)
         elif self.packed and self.transposed:
             # [C_in, C_out, m S] -> phase r, output o, input i, tap t = weight[i, o, (m - 1 - t) S + r]
             c_in, s, m = weight.shape[0], self.stride, self.taps // self.stride
             phases = weight.reshape(c_in, self.out_channels, m, s).permute(3, 1, 0, 2).flip(-1)
-            weight = native.pack_conv_weights(phases.reshape(s * self.out_channels, c_in, m))
+            weight = native.pack_conv_weights(phases.reshape(s * self.out_channels, c_in, m), half)
             phase_bias = None if bias is None else bias.repeat(s)
         elif self.packed:
-            weight = native.pack_conv_weights(weight)
+            weight = native.pack_conv_weights(weight, half)
         else:
             weight = weight.to(dtype).clone()
         self.register_buffer("weight", weight, persistent=False)
@@ -571,7 +577,15 @@ class BlockDFTConv1d(nn.Module):
     synthesis: torch.Tensor  # [n, step]: spectrum rows -> the block's valid output steps
     bias: torch.Tensor | None  # [C_out], float32
 
-    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, block: int, compiled: bool = True) -> None:
+    def __init__(
+        self,
+        conv: nn.Conv1d,
+        dtype: torch.dtype,
+        block: int,
+        compiled: bool = True,
+        *,
+        half_weights: bool = False,
+    ) -> None:
         super().__init__()
         c_out, _, k = conv.weight.shape
         d = int(conv.dilation[0])
@@ -581,6 +595,8 @@ class BlockDFTConv1d(nn.Module):
         if block <= k or block < 4 or block & (block - 1):
             raise ValueError(f"block ({block}) must be a power of two longer than the kernel ({k} taps)")
         self.c_out, self.taps, self.dilation = c_out, k, d
+        #: the same convolution in longer blocks, for inputs of at least :data:`LONG_INPUT` steps
+        self.long: BlockDFTConv1d | None = None
         self.block, self.step, self.nyquist = block, block - k + 1, block // 2
         device = conv.weight.device
         self.native = (
@@ -606,11 +622,13 @@ class BlockDFTConv1d(nn.Module):
         synthesis = weight * analysis[:, : self.step]
         mix_real = spec.real[[0, self.nyquist]]
         if self.packed:  # the complex bins as A, -(A + B), B - A: three real products instead of four
-            mix_real, mix_complex = native.pack_mix_weights(mix_real), native.pack_complex_mix_weights(a, b)
+            mix_real = native.pack_mix_weights(mix_real, half_weights)
+            mix_complex = native.pack_complex_mix_weights(a, b, half_weights)
         else:
             mix_complex = torch.cat([torch.cat([a, -b], dim=2), torch.cat([b, a], dim=2)], dim=1)
-        self.register_buffer("mix_real", mix_real.to(device, dtype).contiguous(), persistent=False)
-        self.register_buffer("mix_complex", mix_complex.to(device, dtype).contiguous(), persistent=False)
+            mix_real, mix_complex = mix_real.to(device, dtype), mix_complex.to(device, dtype)
+        self.register_buffer("mix_real", mix_real.contiguous(), persistent=False)
+        self.register_buffer("mix_complex", mix_complex.contiguous(), persistent=False)
         self.register_buffer("analysis", analysis.to(device, dtype).contiguous(), persistent=False)
         self.register_buffer("synthesis", synthesis.to(device, dtype).contiguous(), persistent=False)
         bias = None if conv.bias is None else conv.bias.detach().float().clone()
@@ -687,11 +705,13 @@ class BlockDFTConv1d(nn.Module):
         The activation is applied as the kernel reads each block, so the activated signal is never
         stored; the output goes straight into the residual stream.
         """
+        if self.long is not None and x.shape[-1] >= LONG_INPUT:
+            return self.long.fused(x, activation, residual)
         batch, _, length = x.shape
         d, step = self.dilation, self.step
         n_blocks = self._blocks(length)
         left = d * (self.taps - 1) // 2
-        spectra = native.analysis(x, self.block, step, d, n_blocks, left, activation, self.mix_real.dtype)
+        spectra = native.analysis(x, self.block, step, d, n_blocks, left, activation, self.analysis.dtype)
         spectra = self._mix(spectra)
         return native.synthesis(spectra, batch, length, step, d, n_blocks, self.bias, out=residual)
 
@@ -719,10 +739,19 @@ class BlockDFTConv1d(nn.Module):
 
 #: Mixing weights one block-DFT convolution may hold, in values (4 bytes each in fp32, 2 in bf16).
 SPECTRUM_BUDGET = 5 << 20
+#: Input steps from which a compiled float32 block-DFT convolution runs its blocks twice as long
+#: (:attr:`BlockDFTConv1d.long`, see :func:`plan_conv`), and the budget of those longer blocks.
+LONG_INPUT = 2000
+LONG_SPECTRUM_BUDGET = 17 << 19
 
 
 def plan_conv(
-    conv: nn.Conv1d, dtype: torch.dtype, max_spectrum_values: int = SPECTRUM_BUDGET, compiled: bool = True
+    conv: nn.Conv1d,
+    dtype: torch.dtype,
+    max_spectrum_values: int = SPECTRUM_BUDGET,
+    compiled: bool = True,
+    *,
+    half_weights: bool = False,
 ) -> nn.Module:
     """The faster of a direct and a block-DFT convolution for this shape (measured on x86, fp32/bf16).
 
@@ -741,7 +770,15 @@ def plan_conv(
     AVX512-BF16 CPU, kernel built for AVX2, the two engines alternating: 0.931-0.938x with the
     64-block engine built first, 1.003-1.010x the other way round, as the engine built second ran
     about 3% faster), for 113 MB more weights; in bf16 only 0.962x was measured, with the 64-block
-    engine built first, so about even.
+    engine built first, so about even. The 256-channel ones (800 Hz) stay in blocks of 32: in 64
+    (float16-stored weights, 30 sentences, each engine built first once) they took the whole engine
+    to 0.956-0.962x in fp32 (kernel built for AVX2) and 0.975-0.979x in bf16, but a stream's first
+    audio 5% (fp32) and 9% (bf16) later: on a first tile's 400-sample input the 64-sample blocks
+    took 0.95-1.45x the time of 32 (fp32), 1.3-1.4x (bf16), and were no faster below 1500 samples.
+    So in float32 (compiled products) such a convolution also holds the same weights in blocks twice
+    as long, within :data:`LONG_SPECTRUM_BUDGET`, for inputs of :data:`LONG_INPUT` steps and more
+    (a whole utterance of 2.5 s or more, the fixed-width tiles of a long one): 0.83-0.98x the time
+    from 2400 steps on, alone; 215 MB more weights (float16).
     """
     k = conv.kernel_size[0]
     if k >= 7:
@@ -751,8 +788,16 @@ def plan_conv(
         size = 1.0 if compiled else torch.empty(0, dtype=dtype).element_size() / 2
         for block in sizes:
             if block > k and (2 * block - 2) * c_out * c_in * size <= max_spectrum_values:
-                return BlockDFTConv1d(conv, dtype, block, compiled)
-    return FastConv1d(conv, dtype, compiled)
+                planned = BlockDFTConv1d(conv, dtype, block, compiled, half_weights=half_weights)
+                longer = 2 * block
+                if (
+                    planned.packed
+                    and longer in sizes
+                    and (2 * longer - 2) * c_out * c_in <= LONG_SPECTRUM_BUDGET
+                ):
+                    planned.long = BlockDFTConv1d(conv, dtype, longer, compiled, half_weights=half_weights)
+                return planned
+    return FastConv1d(conv, dtype, compiled, half_weights=half_weights)
 
 
 def _require_plain(*convs: nn.Module) -> None:
@@ -764,7 +809,13 @@ class FastAdaINResBlock1(AdaINResBlock1):
     """AdaINResBlock1 with the fused activation and planned convolutions (same parameters)."""
 
     def __init__(
-        self, block: AdaINResBlock1, dtype: torch.dtype, block_dft: bool = True, compiled: bool = True
+        self,
+        block: AdaINResBlock1,
+        dtype: torch.dtype,
+        block_dft: bool = True,
+        compiled: bool = True,
+        *,
+        half_weights: bool = False,
     ) -> None:
         nn.Module.__init__(self)
         self.convs1, self.convs2 = block.convs1, block.convs2
@@ -773,10 +824,16 @@ class FastAdaINResBlock1(AdaINResBlock1):
         _require_plain(*self.convs1, *self.convs2)
         budget = SPECTRUM_BUDGET if block_dft else 0
         self.fast1 = nn.ModuleList(
-            [plan_conv(cast(nn.Conv1d, c), dtype, budget, compiled) for c in self.convs1]
+            [
+                plan_conv(cast(nn.Conv1d, c), dtype, budget, compiled, half_weights=half_weights)
+                for c in self.convs1
+            ]
         )
         self.fast2 = nn.ModuleList(
-            [plan_conv(cast(nn.Conv1d, c), dtype, budget, compiled) for c in self.convs2]
+            [
+                plan_conv(cast(nn.Conv1d, c), dtype, budget, compiled, half_weights=half_weights)
+                for c in self.convs2
+            ]
         )
         self.dtype = dtype
 
@@ -861,19 +918,21 @@ def _fusable(conv: nn.Module | None, x: torch.Tensor, mask: torch.Tensor | None)
 class FastAdainResBlk1d(AdainResBlk1d):
     """AdainResBlk1d (decoder, F0 and energy blocks) with its convolutions in ``dtype``."""
 
-    def __init__(self, block: AdainResBlk1d, dtype: torch.dtype, compiled: bool = True) -> None:
+    def __init__(
+        self, block: AdainResBlk1d, dtype: torch.dtype, compiled: bool = True, *, half_weights: bool = False
+    ) -> None:
         nn.Module.__init__(self)
         self.upsample, self.learned_sc, self.dropout = block.upsample, block.learned_sc, block.dropout
         self.conv1, self.conv2, self.norm1, self.norm2 = block.conv1, block.conv2, block.norm1, block.norm2
         _require_plain(self.conv1, self.conv2)
         self.fast1, self.fast2 = (
-            FastConv1d(self.conv1, dtype, compiled),
-            FastConv1d(self.conv2, dtype, compiled),
+            FastConv1d(self.conv1, dtype, compiled, half_weights=half_weights),
+            FastConv1d(self.conv2, dtype, compiled, half_weights=half_weights),
         )
         if self.learned_sc:
             self.conv1x1 = block.conv1x1
             _require_plain(self.conv1x1)
-            self.fast_sc = FastConv1d(self.conv1x1, dtype, compiled)
+            self.fast_sc = FastConv1d(self.conv1x1, dtype, compiled, half_weights=half_weights)
         if self.upsample:
             self.pool = block.pool
 
@@ -902,7 +961,9 @@ def _norm(norm: AdaIN1d, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | 
     return norm(x, s, mask)
 
 
-def _adopted(cls, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool, **extra):  # type: ignore[no-untyped-def]
+def _adopted(  # type: ignore[no-untyped-def]
+    cls, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool, half_weights: bool, **extra
+):
     """A ``cls`` (Conv1d or ConvTranspose1d subclass) holding ``conv``'s own parameters, computed by a
     :class:`FastConv1d` of it (child ``fast``)."""
     _require_plain(conv)
@@ -919,7 +980,7 @@ def _adopted(cls, conv: nn.Conv1d | nn.ConvTranspose1d, dtype: torch.dtype, comp
         **extra,
     )
     new.weight, new.bias = conv.weight, conv.bias
-    new.fast = FastConv1d(conv, dtype, compiled)
+    new.fast = FastConv1d(conv, dtype, compiled, half_weights=half_weights)
     return new
 
 
@@ -928,10 +989,16 @@ class FastConvTranspose1d(nn.ConvTranspose1d):
 
     @classmethod
     def adopt(
-        cls, conv: nn.ConvTranspose1d, dtype: torch.dtype, compiled: bool = True
+        cls,
+        conv: nn.ConvTranspose1d,
+        dtype: torch.dtype,
+        compiled: bool = True,
+        *,
+        half_weights: bool = False,
     ) -> FastConvTranspose1d:
         return cast(
-            FastConvTranspose1d, _adopted(cls, conv, dtype, compiled, output_padding=conv.output_padding)
+            FastConvTranspose1d,
+            _adopted(cls, conv, dtype, compiled, half_weights, output_padding=conv.output_padding),
         )
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
@@ -943,8 +1010,10 @@ class AdoptedConv1d(nn.Conv1d):
     parameters, so state dicts and weight fingerprints see the same module as before."""
 
     @classmethod
-    def adopt(cls, conv: nn.Conv1d, dtype: torch.dtype, compiled: bool = True) -> AdoptedConv1d:
-        return cast(AdoptedConv1d, _adopted(cls, conv, dtype, compiled))
+    def adopt(
+        cls, conv: nn.Conv1d, dtype: torch.dtype, compiled: bool = True, *, half_weights: bool = False
+    ) -> AdoptedConv1d:
+        return cast(AdoptedConv1d, _adopted(cls, conv, dtype, compiled, half_weights))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cast(FastConv1d, self.fast)(x).float()
@@ -1218,7 +1287,7 @@ def generate_tiles(
     running_stats: bool = True,
     width: int = 0,
     running: dict[object, tuple] | None = None,
-    head: torch.Tensor | None = None,
+    head: Callable[[int], torch.Tensor | None] | None = None,
     trim: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Run the generator over ``x`` [1, C, n] (80 Hz) tile by tile; yield consecutive audio pieces.
@@ -1238,8 +1307,10 @@ def generate_tiles(
     utterance's instead of from nothing, so even a short first tile normalises over a long span.
 
     ``x`` may be a function that returns it (called once, when a tile first needs it), with ``head``
-    the features of the utterance's first frames computed on their own: a tile that fits in
-    ``head`` is computed from it, so the first tile need not wait for the whole utterance's features.
+    a function that gives the features of at least the utterance's first ``hi`` frames computed on
+    their own, or None: a tile that ends (margin included) at frame ``hi`` is computed from what
+    ``head(hi)`` returns if that is not None, so the first tiles need not wait for the whole
+    utterance's features.
 
     ``width`` > 0 computes every tile on a window of exactly that many frames (or the whole
     utterance if shorter), centred on the tile and moved inward at the ends: then every tile of
@@ -1291,8 +1362,9 @@ def generate_tiles(
         if width:
             lo = min(max(0, (start + end - width) // 2), max(0, n - width))
             hi = min(n, lo + width)
-        if head is not None and hi <= head.shape[-1]:
-            features = head[..., lo:hi]
+        early = head(hi) if head is not None else None
+        if early is not None:
+            features = early[..., lo:hi]
         else:
             if whole is None:
                 whole = cast(Callable[[], torch.Tensor], x)()
@@ -1376,11 +1448,13 @@ def _frame_features(
 #: Frames (80 Hz) of context past the end of the decoder's head window (:func:`stream_tiles`): its
 #: convolutions see about 20 frames on each side (nine 3-tap layers at 40 Hz, two at 80 Hz).
 DECODER_MARGIN = 24
-#: Tiles computed from the decoder's head window, before the decoder runs over the whole utterance.
+#: Tiles computed from decoder head windows, before the decoder runs over the whole utterance.
 #: Two: after the first tile a player holds only that tile's audio (0.25 s), too little to also
 #: wait for the whole decoder (about 80 ms for 3 s of speech): with one, the paragraph of
 #: bench/speed.py stalled 0.09 s (median of 6 runs, tiles doubling) after its first piece, with two
-#: 0.05; with two and tiles growing by 1.5 (koel.pipeline.TILE_GROWTH) 0.016.
+#: 0.05; with two and tiles growing by 1.5 (koel.pipeline.TILE_GROWTH) 0.016. Each of the two has
+#: a window of its own (:class:`_HeadWindows`), so the first tile waits only for the decoder over
+#: its own 40 frames and their margin.
 HEAD_TILES = 2
 
 
@@ -1406,6 +1480,44 @@ def _decoder_head(
     finally:
         _RUNNING_STATS.reset(token)
     return x[..., :frames]
+
+
+class _HeadWindows:
+    """The generator input for the first tiles of a stream (``head`` of :func:`generate_tiles`): tile
+    k < len(``ends``) ends at frame ``ends[k]``, and its features come from the decoder run on that
+    tile's end, the generator's ``margin`` and :data:`DECODER_MARGIN` alone (:func:`_decoder_head`),
+    so the first audio waits for the decoder over the first tile's window only, not the first two's.
+
+    Every window's AdaIN statistics start from ``running`` (a prior's) as it stands, on a copy, so a
+    later window counts its frames once, as one head window of its length did; the decoder's layers
+    never read ``running`` after. The last window computed serves any tile that fits in it; past the
+    last end, None (the caller then runs the decoder over the whole utterance).
+    """
+
+    def __init__(
+        self,
+        decoder: Decoder,
+        asr: torch.Tensor,
+        f0: torch.Tensor,
+        energy: torch.Tensor,
+        s: torch.Tensor,
+        ends: list[int],
+        margin: int,
+        running: dict[object, tuple],
+    ) -> None:
+        self.inputs = (decoder, asr, f0, energy, s)
+        self.windows = [end + margin for end in ends]
+        self.running = running
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, frames: int) -> torch.Tensor | None:
+        if self.done is not None and frames <= self.done.shape[-1]:
+            return self.done
+        window = next((w for w in self.windows if w >= frames), None)
+        if window is None:
+            return None
+        self.done = _decoder_head(*self.inputs, window, dict(self.running))
+        return self.done
 
 
 def tile_prior(
@@ -1483,12 +1595,14 @@ def stream_tiles(
         with torch.no_grad():
             har = gen.harmonic_features(f0)
         bounds = tile_bounds(f0.shape[-1], first_frames, frames, growth, whole)
-        running, head = None, None
+        running: dict[object, tuple] | None = None
+        head: Callable[[int], torch.Tensor | None] | None = None
         if prior is not None and prior.weight > 0 and running_stats and len(bounds) > 2:
             running = prior.running(model.decoder)
-            if not fixed_width:  # the first tiles from the decoder run on their own window
-                covered = bounds[min(HEAD_TILES, len(bounds) - 1)]
-                head = _decoder_head(model.decoder, asr, f0, energy, s_a, covered + margin, running)
+            if not fixed_width:  # the first tiles from the decoder run on windows of their own
+                head = _HeadWindows(
+                    model.decoder, asr, f0, energy, s_a, bounds[1 : HEAD_TILES + 1], margin, running
+                )
 
         def features() -> torch.Tensor:
             with torch.no_grad():
@@ -1536,6 +1650,16 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> torch
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
+def holds_half_weights(model: nn.Module) -> bool:
+    """Whether any of ``model``'s compiled products reads float16 packed weights (``half_weights``)."""
+    return any(
+        isinstance(b, torch.Tensor) and b.dtype == torch.float16
+        for m in model.modules()
+        if isinstance(m, (FastConv1d, BlockDFTConv1d))
+        for b in m.buffers(recurse=False)
+    )
+
+
 def accelerate(
     model: nn.Module,
     precision: Precision | str = "auto",
@@ -1543,6 +1667,7 @@ def accelerate(
     block_dft: bool = True,
     compiled: bool = True,
     int8_text: bool | None = None,
+    half_weights: bool | None = None,
 ) -> torch.dtype:
     """Swap a loaded KokoroModel's heavy blocks for their fast versions, in place; returns the conv dtype.
 
@@ -1556,6 +1681,17 @@ def accelerate(
     21.6 to 13.0 ms per second of audio, 2-3% of the engine, but took bench/longform.py's
     20,000-word run over its memory bound (+304 MB over one sentence; limit 300; +291 twice before).
 
+    In float32, the compiled kernel's packed weights (block-DFT spectra, direct and Winograd
+    convolutions: 1149 MB, of which 431 MB the long-block twins of :func:`plan_conv`) are kept in
+    float16 (``half_weights``; default on, ``KOEL_HALF_WEIGHTS=0`` turns it off) and widened to
+    float32 in L1, a tile of them at a time, for float32 products: 574 MB less memory, and half the
+    bytes to read where a product has only a few dozen columns (a stream's first tile, the decoder's
+    head window). Each weight keeps 11 significant bits (relative error at most 2^-11; the bf16 engine
+    keeps 8). Measured on the AVX2 code path (2-core AVX512-BF16 CPU, kernel built for AVX2): the same
+    whole-sentence speed (0.995x, bench/speed.py's 30 sentences alternating on one engine), first
+    audio 3% earlier (180 against 185 ms, median of 30 alternating); with them the engine's WER is
+    0.65% and DNSMOS 3.369 (bench/speed.py; the export 0.97% and 3.332).
+
     ``block_dft=False`` keeps every convolution direct (for int8 export, whose quantiser rewrites
     Conv weights); ``compiled=False`` plans for PyTorch's transforms (an ONNX graph, which cannot call
     koel's kernel). Call after moving the model to its device; weight norm must be folded.
@@ -1567,18 +1703,23 @@ def accelerate(
     dtype = resolve_precision(precision, model.device)
     if int8_text is None:
         int8_text = os.environ.get("KOEL_INT8_TEXT", "1") != "0"
+    if half_weights is None:
+        half_weights = os.environ.get("KOEL_HALF_WEIGHTS", "1") != "0"
+    half = {"half_weights": half_weights}
     gen = model.decoder.generator
     for blocks in (gen.resblocks, gen.noise_res):
         for i, block in enumerate(blocks):
             if not isinstance(block, FastAdaINResBlock1):
-                blocks[i] = FastAdaINResBlock1(cast(AdaINResBlock1, block), dtype, block_dft, compiled)
+                blocks[i] = FastAdaINResBlock1(
+                    cast(AdaINResBlock1, block), dtype, block_dft, compiled, **half
+                )
                 trim()  # each block's float64 spectra (tens of MB) back to the OS before the next
     for blocks in (model.decoder.decode, model.predictor.F0, model.predictor.N):
         for i, block in enumerate(blocks):
             if not isinstance(block, FastAdainResBlk1d):
-                blocks[i] = FastAdainResBlk1d(cast(AdainResBlk1d, block), dtype, compiled)
+                blocks[i] = FastAdainResBlk1d(cast(AdainResBlk1d, block), dtype, compiled, **half)
     if not isinstance(model.decoder.encode, FastAdainResBlk1d):
-        model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype, compiled)
+        model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype, compiled, **half)
     if not isinstance(gen, ConcurrentGenerator):
         model.decoder.generator = gen = ConcurrentGenerator(gen)
     float_kernel = compiled and dtype == torch.float32 and native.mix_available()
@@ -1594,11 +1735,11 @@ def accelerate(
                     setattr(module, name, FastLSTM.adopt(child))
     for i, up in enumerate(gen.ups):  # in float32, only where the compiled kernel takes them
         if not isinstance(up, FastConvTranspose1d):
-            fast = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype, compiled)
+            fast = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype, compiled, **half)
             if dtype != torch.float32 or cast(FastConv1d, fast.fast).packed:
                 gen.ups[i] = fast
     if dtype == torch.float32 and type(gen.conv_post) is nn.Conv1d:  # oneDNN ran its 22 outputs at 4 GMAC/s
-        post = AdoptedConv1d.adopt(cast(nn.Conv1d, gen.conv_post), dtype, compiled)
+        post = AdoptedConv1d.adopt(cast(nn.Conv1d, gen.conv_post), dtype, compiled, **half)
         if cast(FastConv1d, post.fast).packed:
             gen.conv_post = post
     log.info("fast path on: fused AdaIN+Snake, block-DFT long kernels, %s convolutions", str(dtype)[6:])
@@ -1624,6 +1765,7 @@ __all__ = [
     "bf16_is_fast",
     "branch_pool",
     "generate_tiles",
+    "holds_half_weights",
     "plan_conv",
     "resolve_precision",
     "set_concurrent_branches",

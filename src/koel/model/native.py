@@ -123,10 +123,10 @@ def library() -> ctypes.CDLL | None:
     lib.koel_row_stats.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, c_int]
     lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
     lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
-    lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
-    lib.koel_conv.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 10]
+    lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 6]
+    lib.koel_conv.argtypes = [ptr, ptr, ptr, c_int, ptr, *[c_int] * 10]
     lib.koel_linear.argtypes = [ptr, ptr, ptr, ptr, *[c_int] * 4]
-    lib.koel_cmix.argtypes = [ptr, ptr, ptr, *[c_int] * 5]
+    lib.koel_cmix.argtypes = [ptr, ptr, ptr, *[c_int] * 6]
     lib.koel_lstm.argtypes = [ptr, ptr, c_int, c_int, ptr, ptr, c_int]
     lib.koel_wino_in.argtypes = [ptr, *[c_int] * 5, ptr, c_int]
     lib.koel_wino_out.argtypes = [ptr, *[c_int] * 5, ptr, ptr, c_int, c_int]
@@ -394,9 +394,20 @@ def mix_available() -> bool:
     return lib is not None and bool(lib.koel_mix_available())
 
 
-def pack_mix_weights(w: torch.Tensor) -> torch.Tensor:
-    """Mixing weights [G, M, K] -> float32 in the order :func:`mix` reads them: [G, ceil(M / r), K, r]
-    for the kernel's r rows per tile (rows past M zero). Done once, when a model is loaded."""
+def _weights_dtype(packed: torch.Tensor) -> int:
+    """1 for float16 packed weights, 0 for float32; anything else is refused."""
+    if packed.dtype == torch.float16:
+        return 1
+    if packed.dtype != torch.float32:
+        raise ValueError(f"packed weights must be float32 or float16, got {packed.dtype}")
+    return 0
+
+
+def pack_mix_weights(w: torch.Tensor, half: bool = False) -> torch.Tensor:
+    """Mixing weights [G, M, K] -> float32 (float16 with ``half``) in the order :func:`mix` reads
+    them: [G, ceil(M / r), K, r] for the kernel's r rows per tile (rows past M zero). Done once, when
+    a model is loaded. The products stay float32 either way; float16 halves the bytes each product
+    reads (weights rounded to 11 significant bits, about 5e-4 relative)."""
     lib = _require()
     if w.dim() != 3:
         raise ValueError(f"mixing weights must be [groups, M, K], got {tuple(w.shape)}")
@@ -405,13 +416,14 @@ def pack_mix_weights(w: torch.Tensor) -> torch.Tensor:
     tiles = -(-m // rows)
     padded = torch.zeros(groups, tiles * rows, k, dtype=torch.float32)
     padded[:, :m] = w.detach().float().cpu()
-    return padded.view(groups, tiles, rows, k).transpose(2, 3).contiguous()
+    packed = padded.view(groups, tiles, rows, k).transpose(2, 3).contiguous()
+    return packed.half() if half else packed
 
 
 def unpack_mix_weights(packed: torch.Tensor, m: int) -> torch.Tensor:
     """The inverse of :func:`pack_mix_weights`: [G, M, K] float32."""
     groups, tiles, k, rows = packed.shape
-    return packed.transpose(2, 3).reshape(groups, tiles * rows, k)[:, :m]
+    return packed.float().transpose(2, 3).reshape(groups, tiles * rows, k)[:, :m]
 
 
 @_profiled
@@ -424,26 +436,27 @@ def mix(x: torch.Tensor, packed: torch.Tensor, m: int, out: torch.Tensor | None 
     groups, tiles, k, rows = packed.shape
     if x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 3 or x.shape[:2] != (groups, k):
         raise ValueError(f"mix takes float32 CPU x [{groups}, {k}, N], got {x.dtype} {tuple(x.shape)}")
-    if packed.dtype != torch.float32 or not packed.is_contiguous() or not 0 < m <= tiles * rows:
+    half = _weights_dtype(packed)
+    if not packed.is_contiguous() or not 0 < m <= tiles * rows:
         raise ValueError(f"packed weights do not hold {m} rows: {packed.dtype} {tuple(packed.shape)}")
     x = x.contiguous()
     n = x.shape[2]
     out = _out(out, (groups, m, n))
-    if lib.koel_mix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), groups, m, k, n, _threads()) != 0:
+    if lib.koel_mix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), half, groups, m, k, n, _threads()) != 0:
         raise RuntimeError(f"channel mixing failed ({groups} x [{m}, {k}] @ [{k}, {n}])")
     return out
 
 
-def pack_complex_mix_weights(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Complex mixing weights A + iB ([G, M, K] each) -> float32 [G, 3, ceil(M / r), K, r]: A,
-    -(A + B) and B - A packed as :func:`pack_mix_weights` packs, for :func:`complex_mix` (sums
-    formed in float64)."""
+def pack_complex_mix_weights(a: torch.Tensor, b: torch.Tensor, half: bool = False) -> torch.Tensor:
+    """Complex mixing weights A + iB ([G, M, K] each) -> float32 (float16 with ``half``)
+    [G, 3, ceil(M / r), K, r]: A, -(A + B) and B - A packed as :func:`pack_mix_weights` packs, for
+    :func:`complex_mix` (sums formed in float64)."""
     if a.dim() != 3 or a.shape != b.shape:
         raise ValueError(
             f"complex mixing weights must be two [groups, M, K], got {tuple(a.shape)}, {tuple(b.shape)}"
         )
     a, b = a.detach().double().cpu(), b.detach().double().cpu()
-    packed = pack_mix_weights(torch.stack([a, -(a + b), b - a], dim=1).flatten(0, 1))
+    packed = pack_mix_weights(torch.stack([a, -(a + b), b - a], dim=1).flatten(0, 1), half)
     return packed.view(a.shape[0], 3, *packed.shape[1:])
 
 
@@ -472,22 +485,23 @@ def complex_mix(
         raise ValueError(
             f"complex_mix takes float32 CPU x [{groups}, 2, {k}, N], got {x.dtype} {tuple(x.shape)}"
         )
-    if packed.dtype != torch.float32 or not packed.is_contiguous() or not 0 < m <= tiles * rows:
+    half = _weights_dtype(packed)
+    if not packed.is_contiguous() or not 0 < m <= tiles * rows:
         raise ValueError(f"packed weights do not hold {m} rows: {packed.dtype} {tuple(packed.shape)}")
     x = x.contiguous()
     n = x.shape[3]
     out = _out(out, (groups, 2, m, n))
-    if lib.koel_cmix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), groups, m, k, n, _threads()) != 0:
+    if lib.koel_cmix(x.data_ptr(), out.data_ptr(), packed.data_ptr(), half, groups, m, k, n, _threads()) != 0:
         raise RuntimeError(f"complex channel mixing failed ({groups} x [{m}, {k}] @ [{k}, {n}])")
     return out
 
 
-def pack_conv_weights(w: torch.Tensor) -> torch.Tensor:
+def pack_conv_weights(w: torch.Tensor, half: bool = False) -> torch.Tensor:
     """Conv1d weights [C_out, C_in, taps] -> the packed [1, ceil(C_out / r), taps * C_in, r] order of
-    :func:`conv` (row t * C_in + c of the product is tap t of input channel c)."""
+    :func:`conv` (row t * C_in + c of the product is tap t of input channel c), float16 with ``half``."""
     if w.dim() != 3:
         raise ValueError(f"convolution weights must be [C_out, C_in, taps], got {tuple(w.shape)}")
-    return pack_mix_weights(w.detach().permute(0, 2, 1).reshape(1, w.shape[0], -1))
+    return pack_mix_weights(w.detach().permute(0, 2, 1).reshape(1, w.shape[0], -1), half)
 
 
 @_profiled
@@ -511,7 +525,8 @@ def conv(
         raise ValueError(f"conv takes a float32 CPU tensor [B, C, L], got {x.dtype} {tuple(x.shape)}")
     groups, tiles, k, rows = packed.shape
     batch, c_in, length = x.shape
-    if groups != 1 or k != taps * c_in or not 0 < c_out <= tiles * rows or packed.dtype != torch.float32:
+    half = _weights_dtype(packed)
+    if groups != 1 or k != taps * c_in or not 0 < c_out <= tiles * rows:
         raise ValueError(f"packed weights [{tuple(packed.shape)}] do not fit {c_in} x {taps} taps -> {c_out}")
     if taps < 1 or dilation < 1 or padding < 0:
         raise ValueError(f"unsupported convolution: taps={taps}, dilation={dilation}, padding={padding}")
@@ -523,7 +538,7 @@ def conv(
     accumulate = out is not None
     out = _out(out, (batch, c_out, out_length))
     rc = lib.koel_conv(
-        x.data_ptr(), out.data_ptr(), packed.data_ptr(), None if bias is None else bias.data_ptr(),
+        x.data_ptr(), out.data_ptr(), packed.data_ptr(), half, None if bias is None else bias.data_ptr(),
         batch, c_in, length, c_out, taps, dilation, padding, out_length, int(accumulate), _threads(),
     )  # fmt: skip
     if rc != 0:
@@ -656,12 +671,12 @@ _WINOGRAD_G = torch.tensor(
 )  # fmt: skip
 
 
-def pack_winograd_weights(w: torch.Tensor) -> torch.Tensor:
+def pack_winograd_weights(w: torch.Tensor, half: bool = False) -> torch.Tensor:
     """3-tap Conv1d weights [C_out, C_in, 3] -> their 6 Winograd F(4, 3) transforms G g, packed as
-    :func:`pack_mix_weights` packs [6, C_out, C_in] (computed in float64)."""
+    :func:`pack_mix_weights` packs [6, C_out, C_in] (computed in float64; float16 with ``half``)."""
     if w.dim() != 3 or w.shape[2] != 3:
         raise ValueError(f"Winograd weights must be [C_out, C_in, 3], got {tuple(w.shape)}")
-    return pack_mix_weights(torch.einsum("pk,oik->poi", _WINOGRAD_G, w.detach().double().cpu()))
+    return pack_mix_weights(torch.einsum("pk,oik->poi", _WINOGRAD_G, w.detach().double().cpu()), half)
 
 
 def unpack_winograd_weights(packed: torch.Tensor, c_out: int) -> torch.Tensor:
