@@ -221,7 +221,11 @@ class FastConv1d(nn.Module):
     Winograd F(4, 3) instead (:func:`koel.model.native.winograd_conv`: half the multiply-adds, its
     packed weights twice the size). Measured against the direct kernel (2-core Zen 3): 1024 -> 1024
     channels over 118 steps 3.5 vs 5.1 ms, 512 over 236 1.5 vs 2.3, 256 over 2320 4.5 vs 5.5; with
-    128 channels the transforms' memory traffic outweighs the saving (11.6 vs 10.5 ms at 4800 Hz).
+    128 channels the transforms' memory traffic then outweighed the saving (11.6 vs 10.5 ms at 4800
+    Hz). With float16 weights and the present kernel the generator's six 128-channel ones (4800 Hz)
+    in Winograd take the whole engine to 0.953x and 0.948x (bench/speed.py's 30 sentences, AVX2 code
+    path of a 2-core AVX512-BF16 CPU, alternating, each engine built first once), first audio the
+    same (151.4 vs 152.8 and 172.9 vs 171.8 ms, median of 30).
 
     A transposed convolution whose kernel is a whole number m of strides S (the generator's
     upsamplers: 20 taps at stride 10, 12 at 6) runs polyphase in the same kernel: output phase r
@@ -230,7 +234,7 @@ class FastConv1d(nn.Module):
     oneDNN took 21-35 GMAC/s on these shapes.
     """
 
-    WINOGRAD_MIN_CHANNELS = 256
+    WINOGRAD_MIN_CHANNELS = 128
 
     weight: torch.Tensor  # [C_out, C_in / groups, k] (transposed: [C_in, C_out, k]), or packed
     bias: torch.Tensor | None
