@@ -207,6 +207,31 @@ def test_activation_on_the_way_in_and_residual_added_on_the_way_out(dilation, le
 
 
 @needs_native
+@pytest.mark.parametrize("dilation", [1, 3, 5])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_activation_on_the_way_in_is_the_snake_kernel_bit_for_bit(dilation, dtype):
+    """Every sample is activated once with the same arithmetic, whether read straight into its phase
+    (undilated), from the activated row (dilated: the row is activated first, then gathered) or as
+    one of a row's last few: the spectra equal those of the separately activated signal exactly."""
+    torch.manual_seed(dilation)
+    channels, length, n, taps = 5, 1001, 64, 11
+    step, left = n - taps + 1, dilation * (taps - 1) // 2
+    blocks = _blocks(length, dilation, step)
+    x = (3 * torch.randn(2, channels, length)).to(dtype)
+    activation = (
+        torch.randn(2, channels, 1),
+        torch.rand(2, channels, 1) + 0.5,
+        torch.randn(2, channels, 1),
+        torch.rand(1, channels, 1) + 0.2,
+    )
+    fused = native.analysis(x, n, step, dilation, blocks, left, activation, torch.float32)
+    activated = native.snake(x, activation, torch.float32)
+    assert torch.equal(
+        fused, native.analysis(activated, n, step, dilation, blocks, left, None, torch.float32)
+    )
+
+
+@needs_native
 def test_row_stats_are_exact_when_the_mean_dwarfs_the_spread():
     torch.manual_seed(0)
     spread = torch.tensor([1e-3, 1.0, 10.0, 1e-2, 3.0])[:, None]

@@ -100,12 +100,6 @@ static inline vf activate(const act_t *a, vf x) {
     return y + a->half_inv_alpha - a->half_inv_alpha * vcos(y * a->twice_alpha);
 }
 
-static inline float activate1(const act_t *a, float x) {
-    if (!a->on) return x;
-    const float y = (x - a->center) * a->scale + a->shift;
-    return y + a->half_inv_alpha - a->half_inv_alpha * cosf(y * a->twice_alpha);
-}
-
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #define KOEL_TRANSPOSE 1
@@ -249,40 +243,58 @@ static int make_plan(plan_t *p, int n) {
     return 0;
 }
 
-/* In-place forward FFT of m points on LANES independent lanes; input in bit-reversed order. */
+/* One radix-2 butterfly on (a, b) with twiddle w: a + w b, a - w b. */
+static inline void butterfly(vf *ar, vf *ai, vf *br, vf *bi, float wr, float wi) {
+    const vf tr = *br * wr - *bi * wi, ti = *br * wi + *bi * wr;
+    *br = *ar - tr;
+    *bi = *ai - ti;
+    *ar = *ar + tr;
+    *ai = *ai + ti;
+}
+
+/* In-place forward FFT of m points on LANES independent lanes; input in bit-reversed order.
+ *
+ * Radix-2 decimation in time, two stages per pass over the arrays where it can: the four points a
+ * butterfly of stage `half` and one of stage `2 half` share are loaded once, put through both and
+ * stored once. The arithmetic is that of one stage at a time, bit for bit, but the 2 m vectors (more
+ * than the CPU's registers) go through memory half as often: the analysis and synthesis of 128-sample
+ * blocks took 0.9x the time (AVX2 and AVX-512 builds). */
 static inline void fft(const plan_t *p, vf *restrict re, vf *restrict im) {
     const int m = p->m;
-    for (int half = 1; half < m; half <<= 1) {
-        const int stride = m / (2 * half);
-        for (int k = 0; k < m; k += 2 * half) {
+    int half = 1;
+    int stages = 0;
+    while ((1 << stages) < m) stages++;
+    if (stages & 1) { /* an odd count: the first stage alone (its twiddles are all 1) */
+        for (int k = 0; k < m; k += 2) butterfly(&re[k], &im[k], &re[k + 1], &im[k + 1], p->wr[0], p->wi[0]);
+        half = 2;
+    }
+    for (; 2 * half < m; half <<= 2) {
+        const int s1 = m / (2 * half), s2 = m / (4 * half);
+        for (int k = 0; k < m; k += 4 * half) {
             for (int j = 0; j < half; j++) {
-                const float wr = p->wr[j * stride], wi = p->wi[j * stride];
-                const vf br = re[k + j + half], bi = im[k + j + half], ar = re[k + j], ai = im[k + j];
-                const vf tr = br * wr - bi * wi, ti = br * wi + bi * wr;
-                re[k + j + half] = ar - tr;
-                im[k + j + half] = ai - ti;
-                re[k + j] = ar + tr;
-                im[k + j] = ai + ti;
+                const int a = k + j, b = a + half, c = b + half, d = c + half;
+                vf r0 = re[a], i0 = im[a], r1 = re[b], i1 = im[b], r2 = re[c], i2 = im[c], r3 = re[d], i3 = im[d];
+                butterfly(&r0, &i0, &r1, &i1, p->wr[j * s1], p->wi[j * s1]);
+                butterfly(&r2, &i2, &r3, &i3, p->wr[j * s1], p->wi[j * s1]);
+                butterfly(&r0, &i0, &r2, &i2, p->wr[j * s2], p->wi[j * s2]);
+                butterfly(&r1, &i1, &r3, &i3, p->wr[(j + half) * s2], p->wi[(j + half) * s2]);
+                re[a] = r0;
+                im[a] = i0;
+                re[b] = r1;
+                im[b] = i1;
+                re[c] = r2;
+                im[c] = i2;
+                re[d] = r3;
+                im[d] = i3;
             }
         }
     }
 }
 
-/* src[0], src[d], ..., src[(LANES - 1) d] */
-static inline vf gather(const float *src, int d) {
-#if defined(__AVX512F__)
-    return (vf)_mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_set1_epi32(d), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)), src, 4);
-#elif defined(__AVX2__)
-    return (vf)_mm256_i32gather_ps(src, _mm256_mullo_epi32(_mm256_set1_epi32(d), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)), 4);
-#else
-    vf v;
-    for (int l = 0; l < LANES; l++) v[l] = src[l * d];
-    return v;
-#endif
-}
-
 /* One polyphase phase of one signal row, activated and zero-padded: phase[t] = a(row[r + d t - left])
- * for t < count, 0 outside the signal, so that block j is phase[j step .. j step + n - 1]. */
+ * for t < count, 0 outside the signal, so that block j is phase[j step .. j step + n - 1]. A dilated
+ * row (d > 1) comes float32 and already activated (activate_row): its phases are strided copies, which
+ * ran faster than vector gathers. */
 static void fill_phase(const void *row, int x_bf16, int length, int dilation, int64_t start, int64_t count,
                        const act_t *act, float *phase) {
     /* t in [lo, hi) reads inside the row: 0 <= start + d t < length */
@@ -294,19 +306,44 @@ static void fill_phase(const void *row, int x_bf16, int length, int dilation, in
     memset(phase, 0, (size_t)lo * sizeof(float));
     memset(phase + hi, 0, (size_t)(count - hi) * sizeof(float));
     int64_t t = lo;
+    if (dilation > 1) {
+        const float *src = (const float *)row + start;
+        for (; t < hi; t++) phase[t] = src[(int64_t)dilation * t];
+        return;
+    }
     for (; t + LANES <= hi; t += LANES) { /* LANES at a time, activated as one vector */
-        const int64_t pos = start + (int64_t)dilation * t;
         vf v;
-        if (dilation == 1 && x_bf16) v = load_bf16((const bf16 *)row + pos);
-        else if (dilation == 1) memcpy(&v, (const float *)row + pos, sizeof v);
-        else if (x_bf16) for (int l = 0; l < LANES; l++) v[l] = from_bf16(((const bf16 *)row)[pos + l * dilation]);
-        else v = gather((const float *)row + pos, dilation);
+        if (x_bf16) v = load_bf16((const bf16 *)row + start + t);
+        else memcpy(&v, (const float *)row + start + t, sizeof v);
         v = activate(act, v);
         memcpy(phase + t, &v, sizeof v);
     }
-    for (; t < hi; t++) {
-        const int64_t pos = start + (int64_t)dilation * t;
-        phase[t] = activate1(act, value_at(row, x_bf16, pos));
+    if (t < hi) { /* the last few as one partial vector, so that every sample takes the same arithmetic */
+        vf v = {0};
+        for (int64_t i = t; i < hi; i++) v[i - t] = value_at(row, x_bf16, start + i);
+        v = activate(act, v);
+        for (int64_t i = t; i < hi; i++) phase[i] = v[i - t];
+    }
+}
+
+/* act(row[t]) for t < length, float32: a dilated convolution's row activated once, in order, before its
+ * phases are copied from it. (Activating as the phases gathered, the gathers' latency and the
+ * activation's chain of dependent products did not overlap: a 3- or 5-phase analysis of 128 channels
+ * took 3x the time of an undilated one, against 1.35-1.5x with the activation moved out.) */
+static void activate_row(const void *row, int x_bf16, int length, const act_t *act, float *dst) {
+    int64_t t = 0;
+    for (; t + LANES <= length; t += LANES) {
+        vf v;
+        if (x_bf16) v = load_bf16((const bf16 *)row + t);
+        else memcpy(&v, (const float *)row + t, sizeof v);
+        v = activate(act, v);
+        memcpy(dst + t, &v, sizeof v);
+    }
+    if (t < length) {
+        vf v = {0};
+        for (int64_t i = t; i < length; i++) v[i - t] = value_at(row, x_bf16, i);
+        v = activate(act, v);
+        for (int64_t i = t; i < length; i++) dst[i] = v[i - t];
     }
 }
 
@@ -359,13 +396,16 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
 #pragma omp parallel num_threads(threads)
     {
         float *phase = malloc((size_t)count * sizeof(float));
-        if (phase == NULL) {
+        /* a dilated convolution's activated (or widened bf16) row, which its phases are copied from */
+        const int staged = dilation > 1 && (scale != NULL || x_bf16);
+        float *staging = staged ? malloc((size_t)length * sizeof(float)) : NULL;
+        if (phase == NULL || (staged && staging == NULL)) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
         for (int bc = 0; bc < batch * channels; bc++) {
-            if (phase == NULL) continue;
+            if (phase == NULL || (staged && staging == NULL)) continue;
             const int b = bc / channels, c = bc % channels;
             const void *row = row_of(x, x_bf16, bc, length);
             act_t act = {0, 0.0f, 1.0f, 0.0f, 0.0f, 0.0f};
@@ -378,8 +418,16 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
                 act.half_inv_alpha = 1.0f / act.twice_alpha;
             }
             vf re[MAX_HALF], im[MAX_HALF];
+            const void *source = row;
+            int source_bf16 = x_bf16;
+            if (staged) {
+                activate_row(row, x_bf16, length, &act, staging);
+                source = staging;
+                source_bf16 = 0;
+                act.on = 0;
+            }
             for (int r = 0; r < dilation; r++) {
-                fill_phase(row, x_bf16, length, dilation, (int64_t)r - left, count, &act, phase);
+                fill_phase(source, source_bf16, length, dilation, (int64_t)r - left, count, &act, phase);
                 const int64_t dst = (int64_t)c * columns + ((int64_t)b * dilation + r) * blocks;
                 for (int j0 = 0; j0 < blocks; j0 += LANES) {
                     const int lanes = blocks - j0 < LANES ? blocks - j0 : LANES;
@@ -401,6 +449,7 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
             }
         }
         free(phase);
+        free(staging);
     }
     return failed ? -2 : 0;
 }
