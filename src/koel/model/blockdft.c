@@ -954,6 +954,15 @@ static void mix_panel(wref_t w, const float *b, int M, int K, int t0, int t1, in
         for (int t = t0; t < t1; t++) { /* one W tile (kc x 6 floats) against every strip */
             const int rows = M - t * MIX_MR < MIX_MR ? M - t * MIX_MR : MIX_MR;
             const wref_t tile = w_at(w, ((int64_t)t * K + k0) * MIX_MR);
+            /* The next W tile into L2 while this one works: its first touch otherwise waits on memory
+             * (the hardware prefetcher stops at page boundaries). With cold weights the products of
+             * a few dozen columns took 0.8-0.9x the time, of 80-150 columns 0.9-0.97x; the whole
+             * fp32 engine 0.93x. Prefetching across k slices and products as well bought nothing. */
+            if (t + 1 < t1) {
+                const char *next = w_at(w, ((int64_t)(t + 1) * K + k0) * MIX_MR).p;
+                const int64_t bytes = (int64_t)kc * MIX_MR * (w.f16 ? 2 : 4);
+                for (int64_t o = 0; o < bytes; o += 64) _mm_prefetch(next + o, _MM_HINT_T1);
+            }
             const float *a = tile.p;
             if (tile.f16) {
                 widen(tile.p, kc * MIX_MR, wide);
