@@ -550,6 +550,7 @@ def test_lstm_rejects_what_does_not_fit():
         (1, 8, 6, 2, 5),  # shorter than the dilation: empty phases
         (2, 20, 17, 133, 5),
         (1, 300, 40, 64, 1),  # whole groups of 8 tiles, the contiguous path, K sliced
+        (1, 4, 5, 1001, 3),  # many groups per phase, the last partial, phases of 334 and 333
     ],
 )
 def test_winograd_conv_matches_conv1d(batch, c_in, c_out, length, dilation):
