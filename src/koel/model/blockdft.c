@@ -398,7 +398,7 @@ int koel_dft_analysis(const void *x, int x_bf16, int batch, int channels, int le
         float *phase = malloc((size_t)count * sizeof(float));
         /* a dilated convolution's activated (or widened bf16) row, which its phases are copied from */
         const int staged = dilation > 1 && (scale != NULL || x_bf16);
-        float *staging = staged ? malloc((size_t)length * sizeof(float)) : NULL;
+        float *staging = staged ? malloc((size_t)(length > 0 ? length : 1) * sizeof(float)) : NULL;
         if (phase == NULL || (staged && staging == NULL)) {
 #pragma omp atomic write
             failed = 1;
