@@ -658,6 +658,17 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef int32_t v8i __attribute__((vector_size(32)));
 #define WINO_TILES 8
 
+/* Lanes of two 8-float vectors by index (0-7 the first, 8-15 the second): clang's builtin, which GCC
+ * has since 12; older GCC has its own. */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define SHUFFLE8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#endif
+#endif
+#ifndef SHUFFLE8
+#define SHUFFLE8(a, b, ...) __builtin_shuffle(a, b, (v8i){__VA_ARGS__})
+#endif
+
 /* The 4-way deinterleave of 32 consecutive samples s[0..31] (four vectors): d[q][l] = s[4 l + q].
  * (The transforms' data movement: vector shuffles where the first version copied lane by lane,
  * which took longer than the transforms' arithmetic; the arithmetic is unchanged, bit for bit.) */
@@ -667,24 +678,20 @@ static inline void deinterleave4(const float *s, v8 d[4]) {
     memcpy(&a1, s + 8, sizeof a1);
     memcpy(&a2, s + 16, sizeof a2);
     memcpy(&a3, s + 24, sizeof a3);
-    const v8i even = {0, 4, 8, 12, 1, 5, 9, 13}, odd = {2, 6, 10, 14, 3, 7, 11, 15};
-    const v8 p0 = __builtin_shuffle(a0, a1, even), p1 = __builtin_shuffle(a0, a1, odd);
-    const v8 p2 = __builtin_shuffle(a2, a3, even), p3 = __builtin_shuffle(a2, a3, odd);
-    const v8i low = {0, 1, 2, 3, 8, 9, 10, 11}, high = {4, 5, 6, 7, 12, 13, 14, 15};
-    d[0] = __builtin_shuffle(p0, p2, low);
-    d[1] = __builtin_shuffle(p0, p2, high);
-    d[2] = __builtin_shuffle(p1, p3, low);
-    d[3] = __builtin_shuffle(p1, p3, high);
+    const v8 p0 = SHUFFLE8(a0, a1, 0, 4, 8, 12, 1, 5, 9, 13), p1 = SHUFFLE8(a0, a1, 2, 6, 10, 14, 3, 7, 11, 15);
+    const v8 p2 = SHUFFLE8(a2, a3, 0, 4, 8, 12, 1, 5, 9, 13), p3 = SHUFFLE8(a2, a3, 2, 6, 10, 14, 3, 7, 11, 15);
+    d[0] = SHUFFLE8(p0, p2, 0, 1, 2, 3, 8, 9, 10, 11);
+    d[1] = SHUFFLE8(p0, p2, 4, 5, 6, 7, 12, 13, 14, 15);
+    d[2] = SHUFFLE8(p1, p3, 0, 1, 2, 3, 8, 9, 10, 11);
+    d[3] = SHUFFLE8(p1, p3, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
 /* Its inverse: o[4 l + k] = y[k][l], 32 samples in order. */
 static inline void interleave4(const v8 y[4], float *o) {
-    const v8i lo = {0, 8, 1, 9, 2, 10, 3, 11}, hi = {4, 12, 5, 13, 6, 14, 7, 15};
-    const v8 q0 = __builtin_shuffle(y[0], y[1], lo), q1 = __builtin_shuffle(y[0], y[1], hi);
-    const v8 r0 = __builtin_shuffle(y[2], y[3], lo), r1 = __builtin_shuffle(y[2], y[3], hi);
-    const v8i first = {0, 1, 8, 9, 2, 3, 10, 11}, second = {4, 5, 12, 13, 6, 7, 14, 15};
-    const v8 o0 = __builtin_shuffle(q0, r0, first), o1 = __builtin_shuffle(q0, r0, second);
-    const v8 o2 = __builtin_shuffle(q1, r1, first), o3 = __builtin_shuffle(q1, r1, second);
+    const v8 q0 = SHUFFLE8(y[0], y[1], 0, 8, 1, 9, 2, 10, 3, 11), q1 = SHUFFLE8(y[0], y[1], 4, 12, 5, 13, 6, 14, 7, 15);
+    const v8 r0 = SHUFFLE8(y[2], y[3], 0, 8, 1, 9, 2, 10, 3, 11), r1 = SHUFFLE8(y[2], y[3], 4, 12, 5, 13, 6, 14, 7, 15);
+    const v8 o0 = SHUFFLE8(q0, r0, 0, 1, 8, 9, 2, 3, 10, 11), o1 = SHUFFLE8(q0, r0, 4, 5, 12, 13, 6, 7, 14, 15);
+    const v8 o2 = SHUFFLE8(q1, r1, 0, 1, 8, 9, 2, 3, 10, 11), o3 = SHUFFLE8(q1, r1, 4, 5, 12, 13, 6, 7, 14, 15);
     memcpy(o, &o0, sizeof o0);
     memcpy(o + 8, &o1, sizeof o1);
     memcpy(o + 16, &o2, sizeof o2);
