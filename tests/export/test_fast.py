@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from typing import cast
 from unittest.mock import patch
 
@@ -748,7 +749,7 @@ def test_running_statistics_normalise_a_tile_over_everything_so_far():
 
 
 def test_tiles_take_uncentred_input_and_project_the_style_once():
-    from koel.model.fast import _RUNNING_STATS, _kernel_affine, adain_affine
+    from koel.model.fast import _RUNNING_STATS, StyleProjections, _kernel_affine, adain_affine
 
     torch.manual_seed(6)
     norm = AdaIN1d(16, 8)
@@ -757,17 +758,80 @@ def test_tiles_take_uncentred_input_and_project_the_style_once():
     spans = ((0, 60), (60, 200))
     with torch.no_grad():
         expected = [adain_affine(x[..., :b], norm, s) for _, b in spans]  # everything so far, one span
-        calls = []
-        hook = norm.fc.register_forward_hook(lambda *_: calls.append(1))
-        token = _RUNNING_STATS.set({})
-        try:
-            tiles = [_kernel_affine(x[..., a:b], norm, s, torch.float32) for a, b in spans]
-        finally:
-            _RUNNING_STATS.reset(token)
-            hook.remove()
-    assert len(calls) == 1  # the style's projections, once for the whole stream
+        projections = StyleProjections([norm])
+        products = []
+        addmm = torch.addmm
+        with patch.object(torch, "addmm", lambda *a, **k: products.append(1) or addmm(*a, **k)):
+            token = _RUNNING_STATS.set({})
+            try:
+                tiles = [_kernel_affine(x[..., a:b], norm, s, torch.float32) for a, b in spans]
+            finally:
+                _RUNNING_STATS.reset(token)
+    assert len(products) == 1 and projections._last is not None  # the style's projection, once
     for (a, b), (source, center, scale, shift), (y, y_scale, y_shift) in zip(
         spans, tiles, expected, strict=True
     ):
         assert torch.equal(source, x[..., a:b])  # not centred: the kernel subtracts center as it reads
         assert torch.allclose((source - center) * scale + shift, (y * y_scale + y_shift)[..., a:], atol=1e-4)
+
+
+def test_style_projections_are_each_layers_own_product_computed_once_per_vector(tiny_model):
+    from koel.model.fast import StyleProjections, _style
+
+    tiny_model.fold_weight_norm()
+    accelerate(tiny_model, "fp32")
+    for group in (tiny_model.decoder, tiny_model.predictor):
+        norms = [m for m in group.modules() if isinstance(m, AdaIN1d)]
+        projections = norms[0].__dict__["style_projections"][0]
+        assert isinstance(projections, StyleProjections)
+        # every layer's fc is a view of the group's matrix: nothing is held twice
+        base = projections.weight.untyped_storage().data_ptr()
+        assert all(n.fc.weight.untyped_storage().data_ptr() == base for n in norms)
+        assert all(n.__dict__["style_projections"][0] is projections for n in norms)
+        s = torch.randn(2, norms[0].fc.in_features)
+        with torch.no_grad():
+            for norm in norms:
+                gamma, beta = _style(norm, s)
+                want_gamma, want_beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+                assert gamma.shape == want_gamma.shape == (2, norm.fc.out_features // 2, 1)
+                assert torch.allclose(gamma, want_gamma, atol=1e-6) and torch.allclose(
+                    beta, want_beta, atol=1e-6
+                )
+            product = projections._last[2]
+            _style(norms[-1], s)
+            assert projections._last[2] is product  # the same vector: no new product
+            s.mul_(-1)  # changed in place: a new vector
+            gamma, _ = _style(norms[0], s)
+            assert projections._last[2] is not product
+            assert torch.allclose(gamma, norms[0].fc(s).unsqueeze(-1).chunk(2, dim=1)[0], atol=1e-6)
+    # a deep copy keeps working on its own layers
+    twin = copy.deepcopy(tiny_model)
+    norm = next(m for m in twin.decoder.modules() if isinstance(m, AdaIN1d))
+    assert norm.__dict__["style_projections"][0] is not projections
+    s = torch.randn(1, norm.fc.in_features)
+    with torch.no_grad():
+        assert torch.allclose(_style(norm, s)[1], norm.fc(s).unsqueeze(-1).chunk(2, dim=1)[1], atol=1e-6)
+
+
+def test_a_streams_first_tile_reads_the_harmonic_source_of_a_prefix(tiny_model):
+    from koel.model.fast import HARMONIC_MARGIN, _HarmonicSource
+
+    gen = tiny_model.decoder.generator
+    torch.manual_seed(3)
+    f0 = (torch.rand(1, 120) * 150 + 80) * (torch.rand(1, 120) > 0.2)  # voiced and unvoiced frames
+    per = math.prod(gen.ups_rates())
+    with torch.no_grad():
+        whole = gen.harmonic_features(f0)
+    calls = []
+    features = gen.harmonic_features
+    with patch.object(gen, "harmonic_features", lambda f: calls.append(f.shape[-1]) or features(f)):
+        source = _HarmonicSource(gen, f0)
+        first = source(40)
+        assert calls == [40 + HARMONIC_MARGIN]  # a prefix only
+        assert torch.allclose(first[..., : per * 40 + 1], whole[..., : per * 40 + 1], atol=1e-6)
+        assert torch.equal(source(76), source(30))  # then the whole utterance, once
+        assert calls == [40 + HARMONIC_MARGIN, 120]
+    assert torch.allclose(source(76), whole, atol=1e-6)
+    with patch.object(gen, "harmonic_features", lambda f: calls.append(f.shape[-1]) or features(f)):
+        assert _HarmonicSource(gen, f0)(119).shape == whole.shape  # no prefix short of the end
+    assert calls[-1] == 120

@@ -259,6 +259,60 @@ def test_row_stats_read_bf16_rows_as_they_are(length):
     assert torch.allclose(var.double(), ref_var, rtol=1e-4, atol=1e-6)
 
 
+def _running_affine_in_torch(x, gamma, beta, eps, previous):
+    """koel.model.fast's running AdaIN statistics as PyTorch tensor operations (the kernel's spec)."""
+    count = x.shape[-1]
+    local, var = native.row_stats(x)
+    m2 = var.double() * count
+    local64 = mean64 = local.double()
+    if previous is not None:
+        prev_mean, prev_m2, prev_count = previous
+        total = prev_count + count
+        delta = mean64 - prev_mean
+        mean64 = prev_mean + delta * (count / total)
+        m2 = prev_m2 + m2 + delta.square() * (prev_count * count / total)
+        count = total
+    scale = (1 + gamma) * torch.rsqrt((m2 / count).float() + eps)
+    return (local, scale, beta - (mean64 - local64).float() * scale), (mean64, m2, count)
+
+
+@needs_native
+@pytest.mark.parametrize("channels,length", [(8, 1), (128, 40), (256, 1861), (1090, 33)])
+@pytest.mark.parametrize("previous_count", [None, 37, 412.5, 1e6])
+@pytest.mark.parametrize("bf16", [False, True])
+def test_running_affine_is_the_torch_formulas_bit_for_bit(channels, length, previous_count, bf16):
+    torch.manual_seed(channels + length)
+    # spreads from tiny to large next to large means, and constant rows (an unvoiced source)
+    x = torch.randn(1, channels, length) * torch.rand(1, channels, 1) * 10 + torch.randn(1, channels, 1) * 50
+    x[:, :3] = 2.5
+    x = x.bfloat16() if bf16 else x
+    gamma, beta = torch.randn(1, channels, 1), torch.randn(1, channels, 1)
+    previous = None
+    if previous_count is not None:
+        previous = (
+            torch.randn(1, channels, 1, dtype=torch.float64) * 30,
+            torch.rand(1, channels, 1, dtype=torch.float64) * 1e4,
+            previous_count,
+        )
+    affine, stats = native.running_affine(x, gamma, beta, 1e-5, previous)
+    ref_affine, ref_stats = _running_affine_in_torch(x, gamma, beta, 1e-5, previous)
+    for got, want in zip((*affine, *stats[:2]), (*ref_affine, *ref_stats[:2]), strict=True):
+        assert got.shape == (1, channels, 1) and got.dtype == want.dtype
+        assert torch.equal(got, want)
+    assert stats[2] == ref_stats[2] == (previous_count or 0) + length
+
+
+@needs_native
+def test_running_affine_refuses_what_it_cannot_read():
+    gamma = beta = torch.zeros(1, 4, 1)
+    with pytest.raises(ValueError, match="float32/bfloat16"):
+        native.running_affine(torch.zeros(1, 4, 5, dtype=torch.float64), gamma, beta, 1e-5)
+    with pytest.raises(ValueError, match=r"\[B, C, L>0\]"):
+        native.running_affine(torch.zeros(1, 4, 0), gamma, beta, 1e-5)
+    with pytest.raises(ValueError, match=r"\[B, C, L>0\]"):
+        native.running_affine(torch.zeros(4, 5), gamma, beta, 1e-5)
+
+
 @needs_native
 @pytest.mark.parametrize("length", [1, 15, 16, 1001])
 def test_snake_pass_matches_torch(length):

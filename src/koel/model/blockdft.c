@@ -559,32 +559,109 @@ static inline vf load_row(const void *row, int x_bf16, int64_t t, int64_t length
     return v;
 }
 
-/* Mean and (biased) variance of each row of x [rows][length], float32 (x_bf16 = 0) or bfloat16, both
- * centred passes over the row (exact whatever the ratio of mean to spread). */
+/* Mean and (biased) variance of one row of x, float32 (x_bf16 = 0) or bfloat16: a sum, then a
+ * centred pass over the row (exact whatever the ratio of mean to spread). */
+static inline void row_moments(const void *row, int x_bf16, int length, float *mean, float *var) {
+    vf acc = {0};
+    for (int64_t t = 0; t < length; t += LANES) acc += load_row(row, x_bf16, t, length);
+    double sum = 0.0;
+    for (int l = 0; l < LANES; l++) sum += acc[l];
+    const float m = (float)(sum / length);
+    vf sq = {0};
+    int64_t t = 0;
+    for (; t + LANES <= length; t += LANES) {
+        const vf v = load_row(row, x_bf16, t, length) - m;
+        sq += v * v;
+    }
+    double squares = 0.0;
+    for (int l = 0; l < LANES; l++) squares += sq[l];
+    for (; t < length; t++) {
+        const float v = value_at(row, x_bf16, t) - m;
+        squares += (double)v * v;
+    }
+    *mean = m;
+    *var = (float)(squares / length);
+}
+
+/* Mean and (biased) variance of each row of x [rows][length] (row_moments). */
 int koel_row_stats(const void *x, int x_bf16, int rows, int length, float *mean, float *var, int threads) {
     if (rows < 0 || length < 1 || threads < 1) return -1;
 #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int i = 0; i < rows; i++) row_moments(row_of(x, x_bf16, i, length), x_bf16, length, mean + i, var + i);
+    return 0;
+}
+
+/* The merge of running_affine rounds every product and sum on its own, as PyTorch's tensor operations
+ * do (no fused multiply-adds), so its results equal those of the same formulas in PyTorch bit for bit. */
+#if defined(__clang__)
+#define STRICT_ROUNDING __attribute__((noinline))
+#define STRICT_ROUNDING_BODY _Pragma("clang fp contract(off)")
+#elif defined(__GNUC__)
+#define STRICT_ROUNDING __attribute__((noinline, optimize("fp-contract=off")))
+#define STRICT_ROUNDING_BODY
+#else
+#define STRICT_ROUNDING
+#define STRICT_ROUNDING_BODY
+#endif
+
+typedef struct {
+    const double *prev_mean, *prev_m2;  /* NULL: no earlier tiles */
+    double total, share, weight;        /* counts: all, length / all, prev * length / all */
+    const float *gamma, *beta;
+    float eps;
+    double *mean_out, *m2_out;
+    float *center, *scale, *shift;
+} running_t;
+
+STRICT_ROUNDING static void running_merge(const running_t *r, int i, float m, float var, int length) {
+    STRICT_ROUNDING_BODY
+    const double local = (double)m;
+    double mean = local;
+    double m2 = (double)var * (double)length;
+    if (r->prev_mean != NULL) {
+        const double delta = local - r->prev_mean[i];
+        const double step = delta * r->share;
+        mean = r->prev_mean[i] + step;
+        const double both = r->prev_m2[i] + m2;
+        const double spread = (delta * delta) * r->weight;
+        m2 = both + spread;
+    }
+    r->mean_out[i] = mean;
+    r->m2_out[i] = m2;
+    const float variance = (float)(m2 / r->total);
+    const float level = variance + r->eps;
+    const float inverse = 1.0f / sqrtf(level);
+    const float gain = 1.0f + r->gamma[i];
+    const float s = gain * inverse;
+    const float offset = (float)(mean - local);
+    const float moved = offset * s;
+    r->center[i] = m;
+    r->scale[i] = s;
+    r->shift[i] = r->beta[i] - moved;
+}
+
+/* AdaIN's affine for one time tile of a stream, over the statistics of this tile and every earlier
+ * one: for each row i of x [rows][length] its own mean m (the kernel's centre: center[i]) and
+ * centred sum of squares (row_moments, as koel_row_stats), merged in double (Chan et al.) with the
+ * earlier tiles' mean prev_mean[i], centred sum of squares prev_m2[i] and count prev_count (none
+ * when prev_mean is NULL; a prior's count may be scaled, so it is a double) into mean_out[i],
+ * m2_out[i]; then scale = (1 + gamma) / sqrt(float(m2 / count) + eps) and
+ * shift = beta - float(mean - m) * scale, so AdaIN(x) = (x - center) * scale + shift. */
+int koel_running_affine(const void *x, int x_bf16, int rows, int length, const double *prev_mean,
+                        const double *prev_m2, double prev_count, const float *gamma, const float *beta,
+                        float eps, double *mean_out, double *m2_out, float *center, float *scale,
+                        float *shift, int threads) {
+    const int merge = prev_mean != NULL;
+    if (rows < 0 || length < 1 || threads < 1 || (merge && (prev_m2 == NULL || !(prev_count >= 0)))) return -1;
+    running_t r = {prev_mean, prev_m2, 0, 0, 0, gamma, beta, eps, mean_out, m2_out, center, scale, shift};
+    r.total = merge ? prev_count + (double)length : (double)length;
+    r.share = (double)length / r.total;
+    r.weight = (merge ? prev_count * (double)length : 0.0) / r.total;
+#pragma omp parallel for schedule(static) num_threads(threads)
     for (int i = 0; i < rows; i++) {
-        const void *row = row_of(x, x_bf16, i, length);
-        vf acc = {0};
-        for (int64_t t = 0; t < length; t += LANES) acc += load_row(row, x_bf16, t, length);
-        double sum = 0.0;
-        for (int l = 0; l < LANES; l++) sum += acc[l];
-        const float m = (float)(sum / length);
-        vf sq = {0};
-        int64_t t = 0;
-        for (; t + LANES <= length; t += LANES) {
-            const vf v = load_row(row, x_bf16, t, length) - m;
-            sq += v * v;
-        }
-        double squares = 0.0;
-        for (int l = 0; l < LANES; l++) squares += sq[l];
-        for (; t < length; t++) {
-            const float v = value_at(row, x_bf16, t) - m;
-            squares += (double)v * v;
-        }
-        mean[i] = m;
-        var[i] = (float)(squares / length);
+        float m, var;
+        row_moments(row_of(x, x_bf16, i, length), x_bf16, length, &m, &var);
+        running_merge(&r, i, m, var, length);
     }
     return 0;
 }

@@ -44,7 +44,7 @@ from torch.nn.utils import parametrize
 from koel.memory import trim
 from koel.model import native
 from koel.model.generator import AdaINResBlock1, Generator, snake
-from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
+from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask, instance_norm
 
 if TYPE_CHECKING:
     from koel.model.generator import Decoder
@@ -87,6 +87,57 @@ def _cos_(t: torch.Tensor) -> torch.Tensor:
     return t.cos_()
 
 
+class StyleProjections:
+    """The style projections of a group of AdaIN layers that read the same style vector (the decoder
+    and generator, or the F0 and energy blocks), as one matrix product per style vector.
+
+    Each AdaIN layer turns the style into its (gamma, beta) by a Linear of its own: about 70 small
+    products per utterance that read 32 MB of weights, each from memory, each a call of its own (on a
+    stream's first tile 73 calls, 5 of its first 140 ms). Here the layers' weights are rows of one
+    matrix (their ``fc`` parameters become views of it, so nothing is held twice) and the first layer
+    to ask for a new style vector computes every layer's projection of it at once; the others read
+    theirs from that product until another style vector comes (the tensor itself and its version
+    counter, so a vector changed in place counts as new).
+    """
+
+    def __init__(self, norms: list[AdaIN1d]) -> None:
+        fcs = [cast(nn.Linear, n.fc) for n in norms]
+        if any(fc.bias is None for fc in fcs) or len({fc.in_features for fc in fcs}) > 1:
+            raise ValueError("style projections need Linear layers with a bias over one style size")
+        self.weight = torch.cat([fc.weight.detach() for fc in fcs]).contiguous()
+        self.bias = torch.cat([cast(torch.Tensor, fc.bias).detach() for fc in fcs]).contiguous()
+        start = 0
+        for norm, fc in zip(norms, fcs, strict=True):
+            rows = fc.out_features
+            fc.weight = nn.Parameter(self.weight[start : start + rows], requires_grad=False)
+            fc.bias = nn.Parameter(self.bias[start : start + rows], requires_grad=False)
+            # a plain attribute, not a submodule; a deep copy of the model copies it along
+            norm.__dict__["style_projections"] = (self, start, rows // 2)
+            start += rows
+        self._last: tuple[torch.Tensor, int, torch.Tensor] | None = None
+
+    def __call__(self, start: int, channels: int, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta) of the layer whose rows start at ``start`` for style ``s`` [B, S]: [B, C, 1]
+        each, as its ``fc(s)`` gives them."""
+        last = self._last
+        if last is None or last[0] is not s or last[1] != s._version:  # another vector, or changed in place
+            last = (s, s._version, torch.addmm(self.bias, s, self.weight.t()).unsqueeze(-1))
+            self._last = last  # one assignment: safe to read from other threads
+        out = last[2]  # [B, rows, 1]
+        return out[:, start : start + channels], out[:, start + channels : start + 2 * channels]
+
+
+def _style(norm: AdaIN1d, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gamma, beta) = ``norm.fc(s)`` as [B, C, 1] each, from the layer's :class:`StyleProjections`
+    where it has one (not while exporting: an ONNX graph keeps each layer's own product)."""
+    entry = norm.__dict__.get("style_projections")
+    if entry is None or exporting() or s.device != entry[0].weight.device:
+        gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+        return gamma, beta
+    projections, start, channels = cast(tuple[StyleProjections, int, int], entry)
+    return projections(start, channels, s)
+
+
 def _affine_snake(
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -122,7 +173,7 @@ def adain_affine(
     if running is not None:
         source, center, scale, shift = _running_affine(x, norm, s, running)
         return source - center, scale, shift
-    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
+    gamma, beta = _style(norm, s)  # [B, C, 1] each
     mean = x.mean(dim=-1, keepdim=True)
     mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
     var = mean_sq - mean.square()
@@ -143,23 +194,20 @@ def _running_affine(
 
     This span's mean and centred sum of squares are merged with the earlier tiles' (Chan et al.) in
     float64: exact enough whatever the ratio of mean to spread. x is returned uncentred, its own mean
-    as ``center``: the compiled kernel centres as it reads, so no centred copy is made; the CPU's
-    statistics come from the kernel's centred row passes too, in one call instead of PyTorch's ten
-    small operations.
+    as ``center``: the compiled kernel centres as it reads, so no centred copy is made. On the CPU
+    the statistics, their merge and the affine are one kernel call (:func:`native.running_affine`,
+    the same arithmetic) instead of about 24 small tensor operations: 9 of a stream's first 140 ms
+    went to those.
     """
-    cached = running.get(("style", id(norm)))
-    if cached is not None and cached[0] is s:
-        gamma, beta = cached[1], cached[2]
-    else:
-        gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
-        running[("style", id(norm))] = (s, gamma, beta)
+    gamma, beta = _style(norm, s)  # [B, C, 1] each
+    if _fusable(None, x, None):  # the statistics, their merge and the affine in one kernel call
+        (center, scale, shift), running[id(norm)] = native.running_affine(
+            x, gamma, beta, _EPS, running.get(id(norm))
+        )
+        return x, center, scale, shift
     count = x.shape[-1]
-    if _fusable(None, x, None):
-        local, var = native.row_stats(x)
-        m2 = var.double() * count
-    else:
-        local = x.mean(dim=-1, keepdim=True)
-        m2 = torch.linalg.vector_norm(x - local, dim=-1, keepdim=True).double().square_()
+    local = x.mean(dim=-1, keepdim=True)
+    m2 = torch.linalg.vector_norm(x - local, dim=-1, keepdim=True).double().square_()
     local64 = mean64 = local.double()
     if id(norm) in running:
         prev_mean, prev_m2, prev_count = running[id(norm)]
@@ -199,7 +247,7 @@ def adain_snake(
         return apply_mask(snake(y, alpha), mask).to(out_dtype)
     if mask is None:
         return _affine_snake(*adain_affine(x, norm, s), alpha, None, out_dtype)
-    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+    gamma, beta = _style(norm, s)
     x = x.float()
     valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
     mean = (x * mask).sum(dim=-1, keepdim=True) / valid  # cascade sum: a GEMV loses digits here
@@ -904,7 +952,7 @@ def _kernel_affine(
     if dtype == torch.float32:
         source, scale, shift = adain_affine(x, norm, s)
         return source, torch.zeros_like(scale), scale, shift
-    gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
+    gamma, beta = _style(norm, s)
     if x.dtype != torch.bfloat16:  # the kernel reads bf16 (a direct convolution's output) as it is
         x = x.float()
     mean, var = native.row_stats(x)
@@ -962,7 +1010,10 @@ def _norm(norm: AdaIN1d, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | 
     if mask is None and _RUNNING_STATS.get() is not None and not exporting():
         source, scale, shift = adain_affine(x, norm, s)
         return source * scale + shift
-    return norm(x, s, mask)
+    if exporting():
+        return norm(x, s, mask)
+    gamma, beta = _style(norm, s)  # AdaIN1d.forward, with the group's projections
+    return apply_mask((1 + gamma) * instance_norm(x, mask) + beta, mask)
 
 
 def _adopted(  # type: ignore[no-untyped-def]
@@ -1283,7 +1334,7 @@ def generate_tiles(
     gen: Generator,
     x: torch.Tensor | Callable[[], torch.Tensor],
     s: torch.Tensor,
-    har: torch.Tensor,
+    har: torch.Tensor | Callable[[int], torch.Tensor],
     bounds: list[int],
     *,
     margin: int = TILE_MARGIN,
@@ -1300,7 +1351,8 @@ def generate_tiles(
     both sides (the generator's receptive field is about 8 frames). Neighbouring tiles are
     crossfaded over ``overlap`` frames centred on their common edge, so the small level and timbre
     differences that come from tiled AdaIN statistics never meet in a step. The harmonic source
-    ``har`` is computed once for the whole utterance, so its phase runs on.
+    ``har`` is computed for the whole utterance, so its phase runs on; it may be a function that
+    gives features valid over at least the first ``hi`` frames (:class:`_HarmonicSource`).
 
     The untiled generator normalises each AdaIN layer over the whole utterance. With
     ``running_stats`` (the default) a tile normalises over all frames computed so far, its own
@@ -1340,7 +1392,8 @@ def generate_tiles(
         raise ValueError(
             f"window width {width} is narrower than a tile ({longest}) and its margins ({margin})"
         )
-    per = (har.shape[-1] - 1) // n  # spectrogram frames per input frame (60)
+    # spectrogram frames per input frame (60)
+    per = (har.shape[-1] - 1) // n if isinstance(har, torch.Tensor) else math.prod(gen.ups_rates())
     hop = gen.hop * per  # samples per input frame (300)
     # half-width of each edge's crossfade (samples): ``overlap / 2`` frames where both tiles have
     # that much context and neither tile is shorter than its two crossfades
@@ -1380,7 +1433,8 @@ def generate_tiles(
         )
         token = _RUNNING_STATS.set(stats)
         try:
-            spec = gen(features, s, None, har=har[..., per * lo : per * hi + 1], last_stage=keep)
+            source = har if isinstance(har, torch.Tensor) else har(hi)
+            spec = gen(features, s, None, har=source[..., per * lo : per * hi + 1], last_stage=keep)
         finally:
             _RUNNING_STATS.reset(token)
         audio = gen.spectrogram_to_audio(spec)[0].float()
@@ -1524,6 +1578,38 @@ class _HeadWindows:
         return self.done
 
 
+class _HarmonicSource:
+    """The generator's harmonic features of an utterance's F0 for :func:`generate_tiles`, called with
+    the end ``hi`` of the window a tile needs: the first call computes them from a prefix of the F0
+    just past ``hi`` (a stream's first tile needs 40 of a chunk's hundreds of frames: 0.7 instead of
+    3.3 ms before its first audio), every later one from the whole utterance, once.
+
+    The source is causal up to the F0's interpolation and the STFT's window, which read
+    :data:`HARMONIC_MARGIN` frames at most past a frame, so the prefix's features over the window
+    are the whole utterance's (equal, or a float32 rounding apart where cumulative sums are
+    vectorised differently); the phase runs on into the later tiles.
+    """
+
+    def __init__(self, gen: Generator, f0: torch.Tensor) -> None:
+        self.gen, self.f0 = gen, f0
+        self.whole: torch.Tensor | None = None
+        self.first = True
+
+    def __call__(self, hi: int) -> torch.Tensor:
+        with torch.no_grad():
+            if self.first and hi + HARMONIC_MARGIN < self.f0.shape[-1]:
+                self.first = False
+                return self.gen.harmonic_features(self.f0[:, : hi + HARMONIC_MARGIN])
+            self.first = False
+            if self.whole is None:
+                self.whole = self.gen.harmonic_features(self.f0)
+            return self.whole
+
+
+#: F0 frames past a window that :class:`_HarmonicSource` computes a prefix's features over.
+HARMONIC_MARGIN = 2
+
+
 def tile_prior(
     model: KokoroModel, input_ids: torch.Tensor, ref_s: torch.Tensor, speed: float = 1.0, weight: float = 1.0
 ) -> TilePrior:
@@ -1596,8 +1682,7 @@ def stream_tiles(
     def pieces() -> Iterator[torch.Tensor]:
         asr, f0, energy = _frame_features(model, ids, s_p, d, durations)
         gen = cast(Generator, model.decoder.generator)
-        with torch.no_grad():
-            har = gen.harmonic_features(f0)
+        har = _HarmonicSource(gen, f0)
         bounds = tile_bounds(f0.shape[-1], first_frames, frames, growth, whole)
         running: dict[object, tuple] | None = None
         head: Callable[[int], torch.Tensor | None] | None = None
@@ -1726,6 +1811,10 @@ def accelerate(
         model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype, compiled, **half)
     if not isinstance(gen, ConcurrentGenerator):
         model.decoder.generator = gen = ConcurrentGenerator(gen)
+    for group in (model.decoder, model.predictor):  # each reads one style vector (acoustic, prosodic)
+        norms = [m for m in group.modules() if isinstance(m, AdaIN1d)]
+        if norms and "style_projections" not in norms[0].__dict__:
+            StyleProjections(norms)
     float_kernel = compiled and dtype == torch.float32 and native.mix_available()
     if model.device.type == "cpu" and (float_kernel or int8_text):
         for module in list(model.bert.modules()):  # PL-BERT's products (one shared layer, 12 passes)
@@ -1762,6 +1851,7 @@ __all__ = [
     "FastConvTranspose1d",
     "FastLSTM",
     "FastLinear",
+    "StyleProjections",
     "TilePrior",
     "TileStream",
     "accelerate",

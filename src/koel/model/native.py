@@ -121,6 +121,20 @@ def library() -> ctypes.CDLL | None:
     lib.koel_dft_analysis.argtypes = [ptr, *[c_int] * 9, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
     lib.koel_dft_synthesis.argtypes = [ptr, *[c_int] * 8, ptr, ptr, c_int, c_int]
     lib.koel_row_stats.argtypes = [ptr, c_int, c_int, c_int, ptr, ptr, c_int]
+    lib.koel_running_affine.argtypes = [
+        ptr,
+        c_int,
+        c_int,
+        c_int,
+        ptr,
+        ptr,
+        ctypes.c_double,
+        ptr,
+        ptr,
+        ctypes.c_float,
+        *[ptr] * 5,
+        c_int,
+    ]
     lib.koel_snake.argtypes = [ptr, *[c_int] * 4, ptr, ptr, ptr, ptr, ptr, c_int, c_int]
     lib.koel_add_bf16.argtypes = [ptr, ptr, ptr, ctypes.c_int64, c_int]
     lib.koel_mix.argtypes = [ptr, ptr, ptr, *[c_int] * 6]
@@ -136,6 +150,7 @@ def library() -> ctypes.CDLL | None:
         lib.koel_dft_analysis,
         lib.koel_dft_synthesis,
         lib.koel_row_stats,
+        lib.koel_running_affine,
         lib.koel_snake,
         lib.koel_add_bf16,
         lib.koel_mix,
@@ -206,7 +221,7 @@ def _bias(bias: torch.Tensor | None, size: int, padded: int | None = None) -> to
         return None
     if bias.shape != (size,):
         raise ValueError(f"bias must be [{size}], got {tuple(bias.shape)}")
-    bias = bias.detach().float().cpu().contiguous()
+    bias = _array(bias, (size,))
     if padded is not None and padded > size:
         bias = torch.nn.functional.pad(bias, (0, padded - size))
     return bias
@@ -234,10 +249,17 @@ def _activation_arrays(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(center, scale, shift, alpha) as contiguous float32 [B, C, 1] x 3 and [1, C, 1]."""
     sizes = ((batch, channels, 1),) * 3 + ((1, channels, 1),)
-    center, scale, shift, alpha = (
-        t.detach().float().expand(size).contiguous() for t, size in zip(activation, sizes, strict=True)
-    )
+    center, scale, shift, alpha = (_array(t, size) for t, size in zip(activation, sizes, strict=True))
     return center, scale, shift, alpha
+
+
+def _array(t: torch.Tensor, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``t`` as a contiguous ``dtype`` CPU tensor of ``shape`` (broadcast), without gradient: ``t`` itself
+    when it is one already (four tensor operations fewer, which on a stream's first tile add up)."""
+    t = t.detach() if t.requires_grad else t
+    if t.dtype == dtype and tuple(t.shape) == shape and t.device.type == "cpu" and t.is_contiguous():
+        return t
+    return t.to("cpu", dtype).expand(shape).contiguous()
 
 
 @_profiled
@@ -367,6 +389,67 @@ def row_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if lib.koel_row_stats(x.data_ptr(), bf16, rows, length, mean.data_ptr(), var.data_ptr(), _threads()) != 0:
         raise RuntimeError("row statistics failed")
     return mean, var
+
+
+@_profiled
+def running_affine(
+    x: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    eps: float,
+    previous: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, float]]:
+    """AdaIN over a stream's tiles so far, for a tile ``x`` [B, C, L] (float32 or bfloat16 CPU):
+    ``((center, scale, shift), (mean, m2, count))`` such that AdaIN(x) = (x - center) * scale + shift.
+
+    ``center`` is the tile's own mean per row (:func:`row_stats`); ``mean``, ``m2`` (float64, the
+    centred sum of squares) and ``count`` are the statistics of ``previous`` (the same triple from the
+    earlier tiles, or None) merged with the tile's (Chan et al.); ``scale = (1 + gamma) /
+    sqrt(m2 / count + eps)`` and ``shift = beta - (mean - center) * scale`` from ``gamma`` and ``beta``
+    [B, C, 1]. One call instead of two dozen small tensor operations; the arithmetic (and its
+    rounding) is that of the same formulas in PyTorch. All outputs [B, C, 1]."""
+    lib = _require()
+    if x.dtype not in _FLOATS or x.device.type != "cpu" or x.dim() != 3 or x.shape[-1] < 1:
+        raise ValueError(
+            f"running_affine takes a float32/bfloat16 CPU tensor [B, C, L>0], got {x.dtype} {tuple(x.shape)}"
+        )
+    x = x.contiguous()
+    batch, channels, length = x.shape
+    shape = (batch, channels, 1)
+    gamma, beta = _array(gamma, shape), _array(beta, shape)
+    prev_mean = prev_m2 = None
+    count: float = 0
+    if previous is not None:
+        prev_mean, prev_m2 = (
+            _array(previous[0], shape, torch.float64),
+            _array(previous[1], shape, torch.float64),
+        )
+        count = previous[2]
+    mean, m2 = torch.empty(shape, dtype=torch.float64), torch.empty(shape, dtype=torch.float64)
+    center, scale, shift = torch.empty(shape), torch.empty(shape), torch.empty(shape)
+    if (
+        lib.koel_running_affine(
+            x.data_ptr(),
+            int(x.dtype == torch.bfloat16),
+            batch * channels,
+            length,
+            None if prev_mean is None else prev_mean.data_ptr(),
+            None if prev_m2 is None else prev_m2.data_ptr(),
+            float(count),
+            gamma.data_ptr(),
+            beta.data_ptr(),
+            eps,
+            mean.data_ptr(),
+            m2.data_ptr(),
+            center.data_ptr(),
+            scale.data_ptr(),
+            shift.data_ptr(),
+            _threads(),
+        )
+        != 0
+    ):
+        raise RuntimeError("running AdaIN statistics failed")
+    return (center, scale, shift), (mean, m2, count + length)
 
 
 @_profiled
@@ -755,6 +838,7 @@ __all__ = [
     "pack_mix_weights",
     "pack_winograd_weights",
     "row_stats",
+    "running_affine",
     "snake",
     "spectrum_rows",
     "synthesis",
