@@ -835,3 +835,27 @@ def test_a_streams_first_tile_reads_the_harmonic_source_of_a_prefix(tiny_model):
     with patch.object(gen, "harmonic_features", lambda f: calls.append(f.shape[-1]) or features(f)):
         assert _HarmonicSource(gen, f0)(119).shape == whole.shape  # no prefix short of the end
     assert calls[-1] == 120
+
+
+def test_accelerate_runs_the_plain_stride_1_convolutions_in_the_compiled_kernel(tiny_model):
+    tiny_model.fold_weight_norm()
+    reference = copy.deepcopy(tiny_model)
+    accelerate(tiny_model, "fp32")
+    adopted = {n for n, m in tiny_model.named_modules() if isinstance(m, AdoptedConv1d)}
+    expected = {
+        *(f"text_encoder.cnn.{i}.0" for i in range(len(tiny_model.text_encoder.cnn))),
+        "decoder.asr_res.0",
+        "predictor.F0_proj",
+        "predictor.N_proj",
+        "decoder.generator.conv_post",
+        f"decoder.generator.noise_convs.{len(tiny_model.decoder.generator.noise_convs) - 1}",
+    }
+    assert adopted == (expected if native.mix_available() else set())
+    # strided ones stay with PyTorch, and the fused blocks' own (unused) originals are not packed again
+    assert type(tiny_model.decoder.generator.noise_convs[0]) is nn.Conv1d
+    assert all(type(c) is nn.Conv1d for b in tiny_model.decoder.generator.resblocks for c in b.convs1)
+    ids = torch.randint(1, 100, (1, 12))
+    with torch.no_grad():
+        got = tiny_model.text_encoder(ids, None, None)
+        want = reference.text_encoder(ids, None, None)
+    assert _rel(got, want) < 1e-3, _rel(got, want)

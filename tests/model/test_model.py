@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -118,6 +119,30 @@ def test_conv_stft_matches_torch():
     got = stft.inverse(m, p)
     assert got.shape == expected.shape
     assert (got - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("n_fft,hop", [(20, 5), (16, 4), (16, 6)])
+def test_inverse_stft_overlap_add_is_the_transposed_convolution(n_fft, hop):
+    """Eager runs add the frames' segments in shifted slices where n_fft is a multiple of hop (the
+    transposed convolutions take a slow path on the CPU); a trace keeps the convolutions."""
+    stft = ConvSTFT(n_fft, hop)
+    bins = n_fft // 2 + 1
+    for frames in (1, 2, 7, 300):
+        m = torch.rand(2, bins, frames, requires_grad=True)
+        p = torch.rand(2, bins, frames) * 6 - 3
+        got = stft.inverse(m, p)
+        with patch("torch.jit.is_tracing", return_value=True):
+            traced = stft.inverse(m, p)
+        assert got.shape == traced.shape == (2, hop * (frames - 1))
+        assert (got - traced).abs().max() < 1e-6 if frames > 1 else got.numel() == 0
+        if frames > 1:
+            expected = torch.istft(
+                torch.polar(m, p), n_fft, hop, n_fft, torch.hann_window(n_fft), center=True
+            )
+            assert (got - expected[..., : got.shape[-1]]).abs().max() < 1e-5
+            (grad,) = torch.autograd.grad(got.square().sum(), m)
+            (traced_grad,) = torch.autograd.grad(traced.square().sum(), m)
+            assert torch.allclose(grad, traced_grad, atol=1e-5)
 
 
 def test_training_mode_backward(tiny_model):

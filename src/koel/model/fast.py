@@ -58,9 +58,7 @@ _EPS = 1e-5  # instance-norm epsilon of AdaIN1d
 
 #: While a tiled generator runs: AdaIN statistics accumulated over the tiles so far, per norm module
 #: (mean, centred sum of squares, count), so each tile normalises over everything from the utterance's start
-#: to its own end rather than over its own span alone (see :func:`generate_tiles`). Under
-#: ``("style", id(norm))`` it also keeps the module's (s, gamma, beta): the style is the same for every
-#: tile of a stream, so its projections are computed once, not once per tile.
+#: to its own end rather than over its own span alone (see :func:`generate_tiles`).
 _RUNNING_STATS: ContextVar[dict[object, tuple] | None] = ContextVar("koel_running_adain_stats", default=None)
 
 
@@ -1749,6 +1747,42 @@ def holds_half_weights(model: nn.Module) -> bool:
     )
 
 
+def _plain_convs(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(parent, name) of the model's plain stride-1 Conv1d layers outside the fused blocks: the text
+    encoder's three, the decoder's ``asr_res``, the F0 and energy projections, the generator's last
+    noise convolution and ``conv_post``. oneDNN ran ``conv_post``'s 22 outputs at 4 GMAC/s, and a
+    convolution of a new input length makes it build a new primitive: in the compiled kernel all
+    of them together took the whole engine to 0.94x (bench/speed.py's 30 sentences, AVX2 code
+    path, alternating in one process), most of it the 1x1 noise convolution (22 -> 128 channels
+    over 22,800 frames of a 4 s sentence: 5.6 ms in oneDNN)."""
+    found: list[tuple[nn.Module, str]] = []
+
+    def walk(parent: nn.Module) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, (FastAdaINResBlock1, FastAdainResBlk1d)):
+                continue  # their convolutions are planned already (the originals stay unused)
+            if (
+                type(child) is nn.Conv1d
+                and child.stride[0] == 1
+                and child.groups == 1
+                and child.dilation[0] == 1
+                and not parametrize.is_parametrized(child)
+            ):
+                found.append((parent, name))
+            walk(child)
+
+    decoder = getattr(model, "decoder", None)
+    for root in (
+        getattr(model, "text_encoder", None),
+        getattr(model, "predictor", None),
+        getattr(decoder, "asr_res", None),
+        getattr(decoder, "generator", None),
+    ):
+        if root is not None:
+            walk(root)
+    return found
+
+
 def accelerate(
     model: nn.Module,
     precision: Precision | str = "auto",
@@ -1831,10 +1865,11 @@ def accelerate(
             fast = FastConvTranspose1d.adopt(cast(nn.ConvTranspose1d, up), dtype, compiled, **half)
             if dtype != torch.float32 or cast(FastConv1d, fast.fast).packed:
                 gen.ups[i] = fast
-    if dtype == torch.float32 and type(gen.conv_post) is nn.Conv1d:  # oneDNN ran its 22 outputs at 4 GMAC/s
-        post = AdoptedConv1d.adopt(cast(nn.Conv1d, gen.conv_post), dtype, compiled, **half)
-        if cast(FastConv1d, post.fast).packed:
-            gen.conv_post = post
+    if dtype == torch.float32:  # the remaining stride-1 convolutions, where the compiled kernel takes them
+        for parent, name in _plain_convs(model):
+            adopted = AdoptedConv1d.adopt(cast(nn.Conv1d, getattr(parent, name)), dtype, compiled, **half)
+            if cast(FastConv1d, adopted.fast).packed:
+                setattr(parent, name, adopted)
     log.info("fast path on: fused AdaIN+Snake, block-DFT long kernels, %s convolutions", str(dtype)[6:])
     return dtype
 

@@ -59,10 +59,35 @@ class ConvSTFT(nn.Module):
         """magnitude, phase [B, K, N] -> audio [B, hop * (N - 1)] (centre trimmed)."""
         frames = magnitude.shape[-1]
         spec = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], dim=1)
-        audio = F.conv_transpose1d(spec, self.inverse_basis, stride=self.hop)
-        ones = torch.ones(1, 1, frames, dtype=audio.dtype, device=audio.device)
-        norm = F.conv_transpose1d(ones, self.window_sq, stride=self.hop)
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if self.n_fft % self.hop == 0 and not tracing:
+            audio, norm = self._overlap_add(spec)
+        else:
+            audio = F.conv_transpose1d(spec, self.inverse_basis, stride=self.hop)
+            ones = torch.ones(1, 1, frames, dtype=audio.dtype, device=audio.device)
+            norm = F.conv_transpose1d(ones, self.window_sq, stride=self.hop)
         pad = self.n_fft // 2
         length = self.hop * (frames - 1)
         audio = audio[..., pad : pad + length] / norm[..., pad : pad + length].clamp(min=1e-11)
         return audio.squeeze(1)
+
+    def _overlap_add(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two transposed convolutions of :meth:`inverse` for ``n_fft`` a multiple of ``hop``:
+        each frame's windowed samples as one matrix product, then the frames' r = n_fft / hop
+        segments of ``hop`` samples added in r shifted slices (the same sums, in frame order).
+
+        PyTorch runs a transposed convolution with one output channel and a stride through a slow
+        generic path on the CPU: about 9 and 7.5 ms (the audio, the window overlap) for the 20,000
+        frames of a 4 s sentence, 2.4% of the fast engine's time; this takes well under a
+        millisecond."""
+        batch, _, frames = spec.shape
+        r, hop = self.n_fft // self.hop, self.hop
+        basis = self.inverse_basis[:, 0, :].to(spec.dtype)  # [2K, n_fft]
+        segments = torch.matmul(spec.transpose(1, 2), basis).view(batch, frames, r, hop)
+        audio = spec.new_zeros(batch, frames + r - 1, hop)
+        window = self.window_sq.view(r, hop).to(spec.dtype)
+        norm = spec.new_zeros(frames + r - 1, hop)
+        for j in range(r):
+            audio[:, j : j + frames] += segments[:, :, j]
+            norm[j : j + frames] += window[j]
+        return audio.view(batch, 1, -1), norm.view(1, 1, -1)
