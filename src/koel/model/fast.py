@@ -102,11 +102,16 @@ class StyleProjections:
         fcs = [cast(nn.Linear, n.fc) for n in norms]
         if any(fc.bias is None for fc in fcs) or len({fc.in_features for fc in fcs}) > 1:
             raise ValueError("style projections need Linear layers with a bias over one style size")
-        self.weight = torch.cat([fc.weight.detach() for fc in fcs]).contiguous()
-        self.bias = torch.cat([cast(torch.Tensor, fc.bias).detach() for fc in fcs]).contiguous()
+        first = fcs[0].weight
+        total = sum(fc.out_features for fc in fcs)
+        self.weight = first.new_empty((total, fcs[0].in_features))
+        self.bias = first.new_empty(total)
         start = 0
         for norm, fc in zip(norms, fcs, strict=True):
             rows = fc.out_features
+            with torch.no_grad():  # copied in, the layer's own tensors dropped at once
+                self.weight[start : start + rows].copy_(fc.weight)
+                self.bias[start : start + rows].copy_(cast(torch.Tensor, fc.bias))
             fc.weight = nn.Parameter(self.weight[start : start + rows], requires_grad=False)
             fc.bias = nn.Parameter(self.bias[start : start + rows], requires_grad=False)
             # a plain attribute, not a submodule; a deep copy of the model copies it along
@@ -1829,6 +1834,12 @@ def accelerate(
     if half_weights is None:
         half_weights = os.environ.get("KOEL_HALF_WEIGHTS", "1") != "0"
     half = {"half_weights": half_weights}
+    # first, while the process is small: the stacked copy briefly doubles those weights (32 MB)
+    for group in (model.decoder, model.predictor):  # each reads one style vector (acoustic, prosodic)
+        norms = [m for m in group.modules() if isinstance(m, AdaIN1d)]
+        if norms and "style_projections" not in norms[0].__dict__:
+            StyleProjections(norms)
+            trim()  # the layers' own weight tensors, now freed
     gen = model.decoder.generator
     for blocks in (gen.resblocks, gen.noise_res):
         for i, block in enumerate(blocks):
@@ -1845,10 +1856,6 @@ def accelerate(
         model.decoder.encode = FastAdainResBlk1d(model.decoder.encode, dtype, compiled, **half)
     if not isinstance(gen, ConcurrentGenerator):
         model.decoder.generator = gen = ConcurrentGenerator(gen)
-    for group in (model.decoder, model.predictor):  # each reads one style vector (acoustic, prosodic)
-        norms = [m for m in group.modules() if isinstance(m, AdaIN1d)]
-        if norms and "style_projections" not in norms[0].__dict__:
-            StyleProjections(norms)
     float_kernel = compiled and dtype == torch.float32 and native.mix_available()
     if model.device.type == "cpu" and (float_kernel or int8_text):
         for module in list(model.bert.modules()):  # PL-BERT's products (one shared layer, 12 passes)
