@@ -776,7 +776,7 @@ def test_tiles_take_uncentred_input_and_project_the_style_once():
 
 
 def test_style_projections_are_each_layers_own_product_computed_once_per_vector(tiny_model):
-    from koel.model.fast import StyleProjections, _style
+    from koel.model.fast import StyleProjections
 
     tiny_model.fold_weight_norm()
     accelerate(tiny_model, "fp32")
@@ -791,17 +791,17 @@ def test_style_projections_are_each_layers_own_product_computed_once_per_vector(
         s = torch.randn(2, norms[0].fc.in_features)
         with torch.no_grad():
             for norm in norms:
-                gamma, beta = _style(norm, s)
+                gamma, beta = norm.style(s)
                 want_gamma, want_beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
                 assert gamma.shape == want_gamma.shape == (2, norm.fc.out_features // 2, 1)
                 assert torch.allclose(gamma, want_gamma, atol=1e-6) and torch.allclose(
                     beta, want_beta, atol=1e-6
                 )
             product = projections._last[2]
-            _style(norms[-1], s)
+            norms[-1].style(s)
             assert projections._last[2] is product  # the same vector: no new product
             s.mul_(-1)  # changed in place: a new vector
-            gamma, _ = _style(norms[0], s)
+            gamma, _ = norms[0].style(s)
             assert projections._last[2] is not product
             assert torch.allclose(gamma, norms[0].fc(s).unsqueeze(-1).chunk(2, dim=1)[0], atol=1e-6)
     # a deep copy keeps working on its own layers
@@ -810,7 +810,7 @@ def test_style_projections_are_each_layers_own_product_computed_once_per_vector(
     assert norm.__dict__["style_projections"][0] is not projections
     s = torch.randn(1, norm.fc.in_features)
     with torch.no_grad():
-        assert torch.allclose(_style(norm, s)[1], norm.fc(s).unsqueeze(-1).chunk(2, dim=1)[1], atol=1e-6)
+        assert torch.allclose(norm.style(s)[1], norm.fc(s).unsqueeze(-1).chunk(2, dim=1)[1], atol=1e-6)
 
 
 def test_a_streams_first_tile_reads_the_harmonic_source_of_a_prefix(tiny_model):

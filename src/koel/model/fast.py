@@ -44,7 +44,7 @@ from torch.nn.utils import parametrize
 from koel.memory import trim
 from koel.model import native
 from koel.model.generator import AdaINResBlock1, Generator, snake
-from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask, instance_norm
+from koel.model.layers import AdaIN1d, AdainResBlk1d, apply_mask
 
 if TYPE_CHECKING:
     from koel.model.generator import Decoder
@@ -95,7 +95,8 @@ class StyleProjections:
     matrix (their ``fc`` parameters become views of it, so nothing is held twice) and the first layer
     to ask for a new style vector computes every layer's projection of it at once; the others read
     theirs from that product until another style vector comes (the tensor itself and its version
-    counter, so a vector changed in place counts as new).
+    counter, so a vector changed in place counts as new). Each layer finds its rows through
+    :meth:`AdaIN1d.style`.
     """
 
     def __init__(self, norms: list[AdaIN1d]) -> None:
@@ -128,17 +129,6 @@ class StyleProjections:
             self._last = last  # one assignment: safe to read from other threads
         out = last[2]  # [B, rows, 1]
         return out[:, start : start + channels], out[:, start + channels : start + 2 * channels]
-
-
-def _style(norm: AdaIN1d, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(gamma, beta) = ``norm.fc(s)`` as [B, C, 1] each, from the layer's :class:`StyleProjections`
-    where it has one (not while exporting: an ONNX graph keeps each layer's own product)."""
-    entry = norm.__dict__.get("style_projections")
-    if entry is None or exporting() or s.device != entry[0].weight.device:
-        gamma, beta = norm.fc(s).unsqueeze(-1).chunk(2, dim=1)
-        return gamma, beta
-    projections, start, channels = cast(tuple[StyleProjections, int, int], entry)
-    return projections(start, channels, s)
 
 
 def _affine_snake(
@@ -176,7 +166,7 @@ def adain_affine(
     if running is not None:
         source, center, scale, shift = _running_affine(x, norm, s, running)
         return source - center, scale, shift
-    gamma, beta = _style(norm, s)  # [B, C, 1] each
+    gamma, beta = norm.style(s)  # [B, C, 1] each
     mean = x.mean(dim=-1, keepdim=True)
     mean_sq = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square_().div_(x.shape[-1])
     var = mean_sq - mean.square()
@@ -202,7 +192,7 @@ def _running_affine(
     the same arithmetic) instead of about 24 small tensor operations: 9 of a stream's first 140 ms
     went to those.
     """
-    gamma, beta = _style(norm, s)  # [B, C, 1] each
+    gamma, beta = norm.style(s)  # [B, C, 1] each
     if _fusable(None, x, None):  # the statistics, their merge and the affine in one kernel call
         (center, scale, shift), running[id(norm)] = native.running_affine(
             x, gamma, beta, _EPS, running.get(id(norm))
@@ -250,7 +240,7 @@ def adain_snake(
         return apply_mask(snake(y, alpha), mask).to(out_dtype)
     if mask is None:
         return _affine_snake(*adain_affine(x, norm, s), alpha, None, out_dtype)
-    gamma, beta = _style(norm, s)
+    gamma, beta = norm.style(s)
     x = x.float()
     valid = mask.sum(dim=-1, keepdim=True).clamp(min=1.0)  # [B, 1, 1]
     mean = (x * mask).sum(dim=-1, keepdim=True) / valid  # cascade sum: a GEMV loses digits here
@@ -955,7 +945,7 @@ def _kernel_affine(
     if dtype == torch.float32:
         source, scale, shift = adain_affine(x, norm, s)
         return source, torch.zeros_like(scale), scale, shift
-    gamma, beta = _style(norm, s)
+    gamma, beta = norm.style(s)
     if x.dtype != torch.bfloat16:  # the kernel reads bf16 (a direct convolution's output) as it is
         x = x.float()
     mean, var = native.row_stats(x)
@@ -1013,10 +1003,7 @@ def _norm(norm: AdaIN1d, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | 
     if mask is None and _RUNNING_STATS.get() is not None and not exporting():
         source, scale, shift = adain_affine(x, norm, s)
         return source * scale + shift
-    if exporting():
-        return norm(x, s, mask)
-    gamma, beta = _style(norm, s)  # AdaIN1d.forward, with the group's projections
-    return apply_mask((1 + gamma) * instance_norm(x, mask) + beta, mask)
+    return norm(x, s, mask)
 
 
 def _adopted(  # type: ignore[no-untyped-def]
@@ -1755,11 +1742,12 @@ def holds_half_weights(model: nn.Module) -> bool:
 def _plain_convs(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """(parent, name) of the model's plain stride-1 Conv1d layers outside the fused blocks: the text
     encoder's three, the decoder's ``asr_res``, the F0 and energy projections, the generator's last
-    noise convolution and ``conv_post``. oneDNN ran ``conv_post``'s 22 outputs at 4 GMAC/s, and a
-    convolution of a new input length makes it build a new primitive: in the compiled kernel all
-    of them together took the whole engine to 0.94x (bench/speed.py's 30 sentences, AVX2 code
-    path, alternating in one process), most of it the 1x1 noise convolution (22 -> 128 channels
-    over 22,800 frames of a 4 s sentence: 5.6 ms in oneDNN)."""
+    noise convolution and ``conv_post``. oneDNN ran ``conv_post``'s 22 outputs at 4 GMAC/s and the
+    1x1 noise convolution (22 -> 128 channels over a 4 s sentence's 22,800 frames) in 5.6 ms. All
+    but ``conv_post`` (which was there already) moved to the compiled kernel, AVX2 code path,
+    alternating in one process: a stream's first audio 0.983x, whole sentences (bench/speed.py's
+    30) 0.999x."""
+
     found: list[tuple[nn.Module, str]] = []
 
     def walk(parent: nn.Module) -> None:
@@ -1834,12 +1822,11 @@ def accelerate(
     if half_weights is None:
         half_weights = os.environ.get("KOEL_HALF_WEIGHTS", "1") != "0"
     half = {"half_weights": half_weights}
-    # first, while the process is small: the stacked copy briefly doubles those weights (32 MB)
+    # first, while the process is small: the stack is made before the layers' own weights are dropped
     for group in (model.decoder, model.predictor):  # each reads one style vector (acoustic, prosodic)
         norms = [m for m in group.modules() if isinstance(m, AdaIN1d)]
         if norms and "style_projections" not in norms[0].__dict__:
             StyleProjections(norms)
-            trim()  # the layers' own weight tensors, now freed
     gen = model.decoder.generator
     for blocks in (gen.resblocks, gen.noise_res):
         for i, block in enumerate(blocks):

@@ -139,8 +139,21 @@ class AdaIN1d(nn.Module):
         self.fc = nn.Linear(style_dim, 2 * channels)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        gamma, beta = self.fc(s).unsqueeze(-1).chunk(2, dim=1)  # [B, C, 1] each
+        gamma, beta = self.style(s)
         return apply_mask((1 + gamma) * instance_norm(x, mask) + beta, mask)
+
+    def style(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma, beta) = ``fc(s)``, [B, C, 1] each. An accelerated model's layers read theirs from
+        the product their group shares (``style_projections``: koel.model.fast.StyleProjections, its
+        rows' start and the channel count), except while traced: an ONNX graph keeps each layer's own
+        product."""
+        shared = self.__dict__.get("style_projections")
+        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if shared is None or tracing or s.device != shared[0].weight.device:
+            gamma, beta = self.fc(s).unsqueeze(-1).chunk(2, dim=1)
+            return gamma, beta
+        projections, start, channels = shared
+        return projections(start, channels, s)
 
 
 class AdainResBlk1d(nn.Module):
