@@ -8,7 +8,9 @@ knows which phonemes belong to which words, for word timestamps.
 
 from __future__ import annotations
 
+import functools
 import logging
+import unicodedata
 from typing import Any
 
 import regex
@@ -55,6 +57,26 @@ PUNCT_MAP = {
 _PUNCT_RE = regex.compile("[" + regex.escape("".join(PUNCT_MAP)) + "]+")
 _WORD_RE = regex.compile(r"\S+")
 
+#: Scripts whose letters espeak-ng's voices read (as words, or as letter names). A letter of any other
+#: script it spells out by its code point, which is no speech, and its Hindi voice crashed the process
+#: on such a letter after "÷-" or "×-" (e.g. "÷-中", "×-ሀ": a segmentation fault found by the property
+#: tests). Those letters go to espeak as spaces.
+READ_SCRIPTS = frozenset({"LATIN", "GREEK", "CYRILLIC", "ARABIC", "DEVANAGARI"})
+
+
+@functools.lru_cache(maxsize=8192)
+def _unread(c: str) -> bool:
+    """Whether ``c`` is a letter of a script outside :data:`READ_SCRIPTS`."""
+    return (
+        unicodedata.category(c).startswith("L")
+        and unicodedata.name(c, "").split(" ", 1)[0] not in READ_SCRIPTS
+    )
+
+
+def readable(clause: str) -> str:
+    """``clause`` with the letters espeak-ng cannot read (:data:`READ_SCRIPTS`) as spaces."""
+    return "".join(" " if _unread(c) else c for c in clause)
+
 
 def punctuation_tokens(text: str, start: int, end: int) -> list[G2PToken]:
     """One token per punctuation mark in ``text[start:end]``."""
@@ -94,7 +116,7 @@ class EspeakG2P:
         """espeak-ng phonemes of each clause (no punctuation inside), in one call."""
         if not clauses:
             return []
-        raw = self._backend.phonemize(clauses, strip=True)
+        raw = self._backend.phonemize([readable(c) for c in clauses], strip=True)
         return [self._post(p) for p in raw]
 
     def __call__(self, text: str, overrides: list[tuple[int, int, str]]) -> list[G2PToken]:
